@@ -1,0 +1,150 @@
+"""The `dlrecipe` command line: thin adapters that parse options, call the library, render the result.
+
+Heavy imports (torch, pandas, matplotlib) live inside the command bodies so that `dlrecipe --help` is instant.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .display import console, err, fmt, make_progress
+from .errors import UserError
+
+app = typer.Typer(
+    help="Babysit neural network training, step by step: check the setup (sanity), find a learning rate "
+         "(lr-find), search hyperparameters (search), train, and read the curves.\n\n"
+         "Every command takes a recipe (TOML) and writes a run folder under runs/ with CSV logs.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="recipe file (TOML), e.g. recipes/digits_mlp.toml",
+                                           show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="override a recipe key (value parsed as TOML), repeatable: "
+    "--set train.lr=0.1 --set model.hidden=[64,64]")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")]
+SeedOpt = Annotated[int | None, typer.Option(help="override the recipe's seed")]
+RunsDirOpt = Annotated[Path, typer.Option(help="where run folders are created")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output, only the result")]
+DebugOpt = Annotated[bool, typer.Option(help="show full tracebacks")]
+
+
+def _guard(debug: bool, body: Callable[[], int | None]) -> None:
+    """Run a command body: a UserError becomes one line on stderr and exit code 2 (traceback with --debug)."""
+    try:
+        code = body()
+    except UserError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: the run folder keeps every finished epoch")
+        raise typer.Exit(130) from None
+    if code:
+        raise typer.Exit(code)
+
+
+def _load(recipe: Path, sets: list[str] | None, seed: int | None):
+    from .recipe import load
+
+    overrides = list(sets or [])
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    return load(recipe, overrides)
+
+
+@app.command()
+def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+          runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
+          smoke: Annotated[bool, typer.Option(help="a few batches through training, validation, test and "
+                                                   "logging: for CI pipelines that only need to know it runs")] = False,
+          ) -> None:
+    """Train a recipe with early stopping (best snapshot kept) and LR halving; test the best model.
+
+    Writes runs/<time>-<name>-train/: recipe.toml, env.json, metrics.csv (one row per epoch), summary.json,
+    model.pt (state dict).
+
+    Example: dlrecipe train recipes/digits_mlp.toml --set train.lr=0.1
+    """
+    def body():
+        from rich.table import Table
+
+        from .train import train as run_train
+
+        r = _load(recipe, sets, seed)
+        result = run_train(r, device=device, runs_dir=runs_dir, smoke=smoke, progress=make_progress(quiet))
+        s = result.summary
+        table = Table(title=f"{r.name}: {s['status']}", title_justify="left")
+        for col in ("best epoch", "epochs run", "best val loss", "best val acc", "test loss", "test acc"):
+            table.add_column(col, justify="right")
+        table.add_row(fmt(s["best_epoch"]), fmt(s["epochs_run"]), fmt(s.get("best_val_loss")),
+                      fmt(s.get("best_val_acc")), fmt(s.get("test_loss")), fmt(s.get("test_acc")))
+        console.print(table)
+        console.print(f"{s['reason']}\nrun folder: {result.run_dir}", highlight=False)
+        return 0
+    _guard(debug, body)
+
+
+@app.command()
+def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Check a recipe without running anything: keys, types, ranges, component names, data source.
+
+    Exit code 0 when valid, 2 with one line naming the key, the value and what is allowed otherwise.
+
+    Example: dlrecipe validate recipes/digits_mlp.toml --set model.activation=tanh
+    """
+    def body():
+        r = _load(recipe, sets, None)
+        console.print(f"[green]ok[/]: {recipe} ({r.name}: {r['task']}, data {r['data.source']}, "
+                      f"model {r['model.kind']}, optimizer {r['train.optimizer']})", highlight=False)
+    _guard(debug, body)
+
+
+@app.command()
+def components() -> None:
+    """List every model kind, activation, init, norm, regulariser, optimizer, schedule, loss, preprocessing,
+    augmentation, file format and dataset, with a one-line description and the lecture it comes from."""
+    from rich.table import Table
+
+    from .catalog import catalog
+
+    for group, entries in catalog().items():
+        table = Table(title=group, title_justify="left", show_header=True, expand=False)
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("lecture")
+        for name, summary, lecture in entries:
+            table.add_row(name, summary, lecture)
+        console.print(table)
+
+
+@app.command()
+def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option(help="newest N runs")] = 20) -> None:
+    """List past runs: name, command, status, best validation metric, test metric, date."""
+    from rich.table import Table
+
+    from .runs import list_runs
+
+    rows = list_runs(runs_dir)[:limit]
+    if not rows:
+        console.print(f"no runs under {runs_dir}")
+        return
+    table = Table(title=f"runs in {runs_dir}", title_justify="left")
+    for col in ("run", "name", "command", "status", "best val", "test", "date"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["run"], r["name"], r["command"], r["status"], fmt(r["best_val"]), fmt(r["test"]), r["date"])
+    console.print(table)
+
+
+def main() -> None:
+    app(prog_name="dlrecipe")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

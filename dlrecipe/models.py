@@ -1,0 +1,179 @@
+"""The model factory: MLPs and CNNs built from the lectures' components, or the user's own nn.Module.
+
+Layer order in a hidden block: linear/conv -> batch norm (on pre-activations, lecture 002) -> activation ->
+dropout. Every weight is initialised with a documented scheme (PyTorch's default init is never left in place)
+and every bias starts at 0; the output bias may start at the log class prior.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import components as C
+from .errors import RecipeError
+
+
+class DropConnectLinear(nn.Linear):
+    """Linear layer that drops each weight with probability p while training (inverted scaling, lecture 003)."""
+
+    def __init__(self, in_features: int, out_features: int, p: float, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return super().forward(x)
+        mask = torch.rand_like(self.weight) >= self.p
+        return F.linear(x, self.weight * mask / (1 - self.p), self.bias)
+
+
+def _linear(n_in: int, n_out: int, cfg: dict, bias: bool = True) -> nn.Module:
+    if cfg.get("dropconnect", 0.0) > 0:
+        return DropConnectLinear(n_in, n_out, cfg["dropconnect"], bias=bias)
+    return nn.Linear(n_in, n_out, bias=bias)
+
+
+def _hidden_block(n_in: int, n_out: int, cfg: dict) -> list[nn.Module]:
+    """One hidden layer of an MLP: [linear, (batch norm), activation, (dropout)]."""
+    batch_norm = cfg["norm"] == "batch"
+    if cfg["activation"] == "maxout":
+        layers: list[nn.Module] = [C.Maxout(n_in, n_out, cfg.get("maxout_k", 2), bias=not batch_norm)]
+        if batch_norm:  # maxout has no separate pre-activation: normalise its output
+            layers.append(nn.BatchNorm1d(n_out, eps=cfg["bn_eps"], momentum=cfg["bn_momentum"]))
+    else:
+        layers = [_linear(n_in, n_out, cfg, bias=not batch_norm)]  # BN's beta replaces the bias
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(n_out, eps=cfg["bn_eps"], momentum=cfg["bn_momentum"]))
+        layers.append(C.ACTIVATIONS[cfg["activation"]].build(cfg))
+    if cfg.get("dropout", 0.0) > 0:
+        layers.append(nn.Dropout(cfg["dropout"]))  # inverted dropout: p is the DROP probability
+    return layers
+
+
+def _mlp_layers(n_in: int, hidden: list[int], cfg: dict) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += _hidden_block(n_in, h, cfg)
+        n_in = h
+    return layers
+
+
+def build_mlp(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
+    n_in = math.prod(input_shape)
+    layers = [nn.Flatten(), *_mlp_layers(n_in, cfg["hidden"], cfg)]
+    layers.append(nn.Linear(cfg["hidden"][-1] if cfg["hidden"] else n_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
+    """Conv blocks (conv, norm, activation, pool) over 1-D (C, L) or 2-D (C, H, W) inputs, then an MLP head."""
+    if len(input_shape) not in (2, 3):
+        raise RecipeError(f"model.kind = 'cnn' needs inputs shaped (C, L) or (C, H, W); the data has shape "
+                          f"{list(input_shape)}: set data.shape, e.g. [1, {math.prod(input_shape)}]")
+    if cfg["activation"] == "maxout":
+        raise RecipeError("model.activation = 'maxout' is for model.kind = 'mlp' (and the cnn head is built "
+                          "with the same activation): choose another activation for a cnn")
+    dims = len(input_shape) - 1
+    Conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    Norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    Pool = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d} if dims == 1 else {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+    k, batch_norm = cfg["kernel_size"], cfg["norm"] == "batch"
+    layers: list[nn.Module] = []
+    channels = input_shape[0]
+    for out in cfg["conv"]:
+        layers.append(Conv(channels, out, k, padding=k // 2, bias=not batch_norm))
+        if batch_norm:
+            layers.append(Norm(out, eps=cfg["bn_eps"], momentum=cfg["bn_momentum"]))
+        layers.append(C.ACTIVATIONS[cfg["activation"]].build(cfg))
+        if cfg["pool"] != "none":
+            layers.append(Pool[cfg["pool"]](cfg["pool_size"]))
+        channels = out
+    with torch.no_grad():  # flattened size after the conv stack
+        n_flat = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).numel()
+    if n_flat == 0:
+        raise RecipeError(f"model.conv = {cfg['conv']} with pool_size {cfg['pool_size']} shrinks the input "
+                          f"{list(input_shape)} to nothing: use fewer conv blocks or model.pool = 'none'")
+    layers += [nn.Flatten(), *_mlp_layers(n_flat, cfg["hidden"], cfg)]
+    layers.append(nn.Linear(cfg["hidden"][-1] if cfg["hidden"] else n_flat, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def build_python(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
+    """The user's own factory 'package.module:function', called as f(input_shape, num_outputs, **other_keys)."""
+    spec = cfg["factory"]
+    module_name, _, func_name = spec.partition(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise RecipeError(f"model.factory = {spec!r} cannot be imported: {e}") from None
+    ours = set(MODEL_KEYS_FOR_PYTHON)
+    kwargs = {k: v for k, v in cfg.items() if k not in ours}
+    model = func(input_shape, num_outputs, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise RecipeError(f"model.factory = {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+# schema keys a python factory does not receive (its own keys are the recipe's extra model.* keys)
+MODEL_KEYS_FOR_PYTHON = ("kind", "factory", "hidden", "activation", "slope", "elu_alpha", "maxout_k", "init",
+                         "init_value", "norm", "bn_eps", "bn_momentum", "dropout", "dropconnect", "output_bias",
+                         "conv", "kernel_size", "pool", "pool_size")
+
+MODEL_KINDS: dict[str, C.Component] = {
+    "mlp": C.Component("fully connected: model.hidden sizes, then a linear output layer", "000 004", build_mlp),
+    "cnn": C.Component("1-D or 2-D conv blocks (model.conv channels, kernel_size, pool) then an MLP head",
+                       "000 003", build_cnn),
+    "python": C.Component("your own nn.Module: model.factory = 'package.module:function', called with the input "
+                          "shape, the output size and the other model keys", "-", build_python),
+}
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """Linear, conv and maxout layers in forward order: the layers that carry a weight matrix or kernel."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+
+
+def initialise(model: nn.Module, cfg: dict, prior: torch.Tensor | None = None) -> None:
+    """Apply the recipe's init to every weight, zero every bias; output bias from `prior` when given."""
+    layers = weight_layers(model)
+    name = cfg["init"]
+    for i, layer in enumerate(layers):
+        is_output = i == len(layers) - 1
+        scheme = name
+        if name == "auto":
+            scheme = "xavier_normal" if is_output else C.auto_init(cfg["activation"])
+        C.init_weight(layer.weight, scheme, cfg)
+        if layer.bias is not None:
+            with torch.no_grad():
+                layer.bias.zero_()
+                if is_output and prior is not None:
+                    layer.bias.copy_(prior)
+
+
+def output_prior(data) -> torch.Tensor | None:
+    """Log class frequencies of the training labels (classification) or the target mean (regression)."""
+    if data.task == "classification":
+        counts = torch.bincount(data.y_train.cpu(), minlength=data.num_outputs).double()
+        return torch.log(counts.clamp_min(1) / counts.sum()).float()  # a class absent from training: log(1/N)
+    return data.y_train.float().mean().cpu().reshape(1)
+
+
+def build_model(recipe, data, *, seed: int | None = None) -> nn.Module:
+    """The recipe's model for `data`'s input shape and outputs, initialised with a seeded generator."""
+    cfg = recipe.section("model")
+    torch.manual_seed(recipe["seed"] if seed is None else seed)
+    builder: Callable = MODEL_KINDS[cfg["kind"]].build
+    model = builder(data.input_shape, data.num_outputs, cfg)
+    if cfg["kind"] != "python" or cfg["init"] != "auto":  # a python model with init auto keeps its own init
+        prior = output_prior(data) if cfg["output_bias"] == "prior" else None
+        initialise(model, cfg, prior)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

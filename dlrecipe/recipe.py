@@ -1,0 +1,350 @@
+"""Recipe files: TOML with [data], [model], [train] and [search] tables, validated before anything runs.
+
+Every key lives in `SCHEMA` with its type, default and allowed values: validation, `--set` overrides, the search
+space's keys and the README's key reference all read from this one table. Errors name the key, the value and
+what is allowed, in one line (`RecipeError`).
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from . import components as C
+from .augment import AUGMENTATIONS
+from .datafiles import FORMATS
+from .errors import RecipeError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str                      # "str", "int", "float", "bool", "list[int]", "list[float]", "list[str]", "table"
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    lo: float | None = None        # inclusive lower bound
+    hi: float | None = None        # inclusive upper bound
+    lo_open: bool = False          # True: the lower bound itself is not allowed
+    hi_open: bool = False
+
+
+def _names(registry: dict) -> tuple[str, ...]:
+    return tuple(registry)
+
+
+SCHEMA: dict[str, Key] = {
+    "name": Key("str", None, "run name (default: the file name)"),
+    "seed": Key("int", 0, "seed for the split, the init, the batch order and dropout", lo=0),
+    "task": Key("str", "classification", "classification or regression", choices=TASKS),
+    "description": Key("str", "", "free text"),
+    # [data]
+    "data.source": Key("str", None, "embedded dataset name (see `dlrecipe components`) or a file/folder path"),
+    "data.format": Key("str", "auto", "file format; auto = from the extension", choices=_names(FORMATS)),
+    "data.target": Key("str", "target", "label column of a CSV/Parquet file"),
+    "data.split": Key("list[float]", [0.7, 0.15, 0.15], "train / validation / test fractions (stratified, by seed)"),
+    "data.preprocess": Key("str", "standardize", "fitted on the training split only",
+                           choices=_names(C.PREPROCESS)),
+    "data.batch_size": Key("int", 64, "minibatch size", lo=1),
+    "data.shape": Key("list[int]", [], "reshape each example to this shape, e.g. [1, 28, 28] (default: natural)"),
+    "data.augment": Key("list[str]", [], "training-time augmentation, any of: " + ", ".join(AUGMENTATIONS)),
+    "data.crop_padding": Key("int", 4, "padding for the random crop", lo=0),
+    "data.jitter": Key("float", 0.2, "brightness/contrast jitter strength", lo=0, hi=1),
+    "data.cutout_size": Key("int", 8, "side of the cutout square", lo=1),
+    "data.mixup_alpha": Key("float", 0.2, "mixup Beta(alpha, alpha)", lo=0, lo_open=True),
+    "data.n_samples": Key("int", 1000, "examples generated for spiral / xor", lo=10),
+    "data.noise": Key("float", 0.2, "noise of the generated spiral / xor data", lo=0),
+    "data.classes": Key("int", 3, "arms of the generated spiral", lo=2),
+    # [model]
+    "model.kind": Key("str", "mlp", "mlp, cnn or python (your own factory)", choices=("mlp", "cnn", "python")),
+    "model.hidden": Key("list[int]", [128, 128], "hidden layer sizes (cnn: the head after the conv stack)"),
+    "model.activation": Key("str", "relu", "hidden-layer non-linearity", choices=_names(C.ACTIVATIONS)),
+    "model.slope": Key("float", 0.01, "leaky_relu slope", lo=0),
+    "model.elu_alpha": Key("float", 1.0, "elu alpha", lo=0, lo_open=True),
+    "model.maxout_k": Key("int", 2, "maxout pieces", lo=2),
+    "model.init": Key("str", "auto", "weight init (biases are 0)", choices=_names(C.INITS)),
+    "model.init_value": Key("float", 0.1, "value for init = constant"),
+    "model.norm": Key("str", "none", "normalisation of pre-activations", choices=_names(C.NORMS)),
+    "model.bn_eps": Key("float", 1e-5, "batch norm epsilon (the lectures give none: torch's default)", lo=0,
+                        lo_open=True),
+    "model.bn_momentum": Key("float", 0.01, "batch norm running-average rate (lecture 004: mu <- 0.99 mu + 0.01 mu_B)",
+                             lo=0, hi=1, lo_open=True),
+    "model.dropout": Key("float", 0.0, "inverted dropout DROP probability after each hidden layer", lo=0, hi=1,
+                         hi_open=True),
+    "model.dropconnect": Key("float", 0.0, "DropConnect probability on hidden linear weights", lo=0, hi=1,
+                             hi_open=True),
+    "model.output_bias": Key("str", "zero", "output-layer bias", choices=_names(C.OUTPUT_BIASES)),
+    "model.conv": Key("list[int]", [32, 64], "cnn: channels of each conv block (conv, norm, activation, pool)"),
+    "model.kernel_size": Key("int", 3, "cnn: kernel size (odd: 'same' padding)", lo=1),
+    "model.pool": Key("str", "max", "cnn: pooling after each conv block", choices=("max", "avg", "none")),
+    "model.pool_size": Key("int", 2, "cnn: pooling window and stride", lo=1),
+    "model.factory": Key("str", "", "python: 'package.module:function' returning an nn.Module"),
+    # [train]
+    "train.optimizer": Key("str", "sgd", "optimizer", choices=_names(C.OPTIMIZERS)),
+    "train.lr": Key("float", 0.01, "learning rate", lo=0, lo_open=True),
+    "train.momentum": Key("float", None, "momentum (default: 0 for sgd/rmsprop, 0.9 for momentum/nesterov)",
+                          lo=0, hi=1, hi_open=True),
+    "train.beta1": Key("float", 0.9, "adam/adamw/nadam first-moment decay", lo=0, hi=1, hi_open=True),
+    "train.beta2": Key("float", 0.999, "adam/adamw/nadam second-moment decay", lo=0, hi=1, hi_open=True),
+    "train.rho": Key("float", 0.99, "rmsprop squared-gradient decay", lo=0, hi=1, hi_open=True),
+    "train.eps": Key("float", 1e-8, "adaptive optimizers' epsilon", lo=0, lo_open=True),
+    "train.weight_decay": Key("float", 0.0, "L2 on weights, not biases (2*lambda for lambda*sum W^2)", lo=0),
+    "train.l1": Key("float", 0.0, "L1 penalty lambda*sum|W| on weights (with weight_decay: elastic net)", lo=0),
+    "train.epochs": Key("int", 20, "maximum epochs", lo=1),
+    "train.patience": Key("int", 5, "early stopping: epochs without validation improvement (0 = off)", lo=0),
+    "train.lr_halving": Key("int", 2, "schedule plateau: halve the LR after this many epochs without improvement "
+                            "(0 = off)", lo=0),
+    "train.schedule": Key("str", "plateau", "LR schedule", choices=_names(C.SCHEDULES)),
+    "train.step_size": Key("int", 10, "schedule step: epochs between steps", lo=1),
+    "train.gamma": Key("float", 0.5, "schedule step: LR factor at each step", lo=0, hi=1, lo_open=True),
+    "train.decay_factor": Key("float", 100.0, "exponential/cosine: the last epoch's LR is lr / decay_factor "
+                              "(lecture 002: ~100 or more)", lo=1),
+    "train.grad_clip": Key("float", 0.0, "clip the global gradient norm to this (0 = off)", lo=0),
+    "train.loss": Key("str", "auto", "auto = cross_entropy (classification) or mse (regression)",
+                      choices=("auto",) + _names(C.LOSSES)),
+    "train.huber_delta": Key("float", 1.0, "huber loss threshold", lo=0, lo_open=True),
+    "train.monitor": Key("str", "val_loss", "validation metric for early stopping, LR halving and the best snapshot",
+                         choices=("val_loss", "val_acc")),
+    "train.eval_batch_size": Key("int", 1024, "batch size for validation and test passes", lo=1),
+    # [search] (dlrecipe search)
+    "search.space": Key("table", {}, "dotted recipe key -> {log_uniform|uniform|int|choice = [...]}"),
+    "search.trials": Key("int", 20, "coarse-stage random trials", lo=1),
+    "search.coarse_epochs": Key("int", 3, "epochs per coarse trial (lecture 003: 1-5)", lo=1),
+    "search.fine_trials": Key("int", 5, "fine-stage trials around the best coarse ones", lo=0),
+    "search.fine_epochs": Key("int", 15, "epochs per fine trial (lecture 003: 10-20)", lo=1),
+    "search.top_k": Key("int", 3, "coarse trials the fine stage narrows around", lo=1),
+}
+
+SECTIONS = ("data", "model", "train", "search")
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_type(key: str, value: Any, spec: Key) -> Any:
+    """Return value converted to spec.type (int -> float allowed), or raise RecipeError."""
+    def bad(expected: str) -> RecipeError:
+        return RecipeError(f"{key} = {_fmt(value)} is not allowed: expected {expected}")
+
+    t = spec.type
+    if t == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if t == "table":
+        if not isinstance(value, dict):
+            raise bad("a table")
+        return value
+    inner = t[5:-1]  # "list[int]" -> "int"
+    if not isinstance(value, list):
+        raise bad(f"a list of {inner}s")
+    return [_check_type(f"{key}[{i}]", v, Key(inner, None, "")) for i, v in enumerate(value)]
+
+
+def _check_range(key: str, value: Any, spec: Key) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if spec.choices is not None and v not in spec.choices:
+            raise RecipeError(f"{key} = {_fmt(v)} is unknown{_suggest(str(v), spec.choices)} "
+                              f"Allowed: {', '.join(spec.choices)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        low_bad = spec.lo is not None and (v < spec.lo or (spec.lo_open and v == spec.lo))
+        high_bad = spec.hi is not None and (v > spec.hi or (spec.hi_open and v == spec.hi))
+        if low_bad or high_bad:
+            lo = "" if spec.lo is None else f"{'>' if spec.lo_open else '>='} {spec.lo:g}"
+            hi = "" if spec.hi is None else f"{'<' if spec.hi_open else '<='} {spec.hi:g}"
+            raise RecipeError(f"{key} = {_fmt(v)} is out of range: allowed {' and '.join(x for x in (lo, hi) if x)}")
+
+
+def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; [search] space stays one table-valued key."""
+    flat: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key in SECTIONS:
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=0.1' -> ("train.lr", 0.1). The value is TOML; a bare word is taken as a string."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=0.1")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # model.activation=tanh: a bare word is a string
+    return key, value
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: every schema key resolved to a value (defaults filled in)."""
+
+    values: dict[str, Any]
+    path: Path | None = None
+    extra_model: dict[str, Any] = field(default_factory=dict)  # kind = "python": passed to the user's factory
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def name(self) -> str:
+        return self.values["name"]
+
+    @property
+    def task(self) -> str:
+        return self.values["task"]
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The keys of one table without their prefix, e.g. section("train")["lr"]."""
+        p = name + "."
+        out = {k[len(p):]: v for k, v in self.values.items() if k.startswith(p)}
+        if name == "model":
+            out.update(self.extra_model)
+        return out
+
+    def with_values(self, overrides: dict[str, Any]) -> Recipe:
+        """A new validated recipe with some dotted keys replaced (used by --set and the search)."""
+        flat = self.user_values()
+        flat.update(overrides)
+        return validate(flat, path=self.path)
+
+    def user_values(self) -> dict[str, Any]:
+        flat = {k: v for k, v in self.values.items() if v is not None}
+        flat.update({f"model.{k}": v for k, v in self.extra_model.items()})
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested tables, None values left out (TOML has no null)."""
+        out: dict[str, Any] = {}
+        for key, value in self.user_values().items():
+            if value is None:
+                continue
+            head, _, tail = key.partition(".")
+            if tail:
+                out.setdefault(head, {})[tail] = value
+            else:
+                out[head] = value
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def validate(flat: dict[str, Any], *, path: Path | None = None) -> Recipe:
+    """Check every key, type, range and combination; return the resolved Recipe or raise RecipeError."""
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    kind = flat.get("model.kind", SCHEMA["model.kind"].default)
+    for key, value in flat.items():
+        spec = SCHEMA.get(key)
+        if spec is None:
+            if key.startswith("model.") and kind == "python":
+                extra[key[6:]] = value
+                continue
+            section = key.split(".")[0]
+            if "." in key and section not in SECTIONS:
+                raise RecipeError(f"unknown table [{section}] (key {key}){_suggest(section, SECTIONS)} "
+                                  f"Allowed tables: {', '.join(SECTIONS)}")
+            raise RecipeError(f"unknown key {key}{_suggest(key, list(SCHEMA))} "
+                              f"(see the README's recipe reference for every key)")
+        value = _check_type(key, value, spec)
+        _check_range(key, value, spec)
+        values[key] = value
+    for key, spec in SCHEMA.items():
+        if key not in values:
+            values[key] = list(spec.default) if isinstance(spec.default, list) else spec.default
+    if values["name"] is None:
+        values["name"] = path.stem if path else "recipe"
+    _check_combinations(values, path)
+    return Recipe(values, path, extra)
+
+
+def _check_combinations(v: dict[str, Any], path: Path | None) -> None:
+    from .data import DATASETS, resolve_source  # data imports torch: only when validating
+
+    if v["data.source"] is None:
+        raise RecipeError("data.source is missing: name an embedded dataset (" + ", ".join(DATASETS)
+                          + ") or a file path")
+    split = v["data.split"]
+    if len(split) != 3 or split[0] <= 0 or split[1] <= 0 or split[2] < 0 or abs(sum(split) - 1) > 1e-6:
+        raise RecipeError(f"data.split = {split} is not allowed: three fractions train, validation, test with "
+                          f"train > 0, validation > 0, test >= 0, summing to 1")
+    name = v["data.source"]
+    if name in DATASETS:
+        ds_task = DATASETS[name].task
+        if ds_task != v["task"]:
+            raise RecipeError(f"task = {v['task']!r} does not fit data.source = {name!r}, a {ds_task} dataset: "
+                              f"set task = {ds_task!r}")
+    else:
+        resolve_source(name, v["data.format"], path)  # raises RecipeError naming the missing file
+    for aug in v["data.augment"]:
+        if aug not in AUGMENTATIONS:
+            raise RecipeError(f"data.augment = {_fmt(aug)} is unknown{_suggest(aug, list(AUGMENTATIONS))} "
+                              f"Allowed: {', '.join(AUGMENTATIONS)}")
+    if any(s < 1 for s in v["data.shape"]):
+        raise RecipeError(f"data.shape = {v['data.shape']} is not allowed: positive sizes, e.g. [1, 28, 28]")
+    if any(h < 1 for h in v["model.hidden"]) or any(c < 1 for c in v["model.conv"]):
+        raise RecipeError("model.hidden and model.conv sizes must be positive integers")
+    if v["model.kind"] == "python" and ":" not in v["model.factory"]:
+        raise RecipeError(f"model.factory = {v['model.factory']!r} is not allowed with model.kind = 'python': "
+                          f"expected 'package.module:function'")
+    if v["model.kind"] == "cnn" and not v["model.conv"]:
+        raise RecipeError("model.conv = [] is not allowed with model.kind = 'cnn': give at least one channel count")
+    loss = v["train.loss"]
+    if v["task"] == "classification" and loss not in ("auto", "cross_entropy"):
+        raise RecipeError(f"train.loss = {loss!r} does not fit task = 'classification': allowed auto, cross_entropy")
+    if v["task"] == "regression":
+        if loss == "cross_entropy":
+            raise RecipeError("train.loss = 'cross_entropy' does not fit task = 'regression': allowed auto, mse, huber")
+        if v["train.monitor"] == "val_acc":
+            raise RecipeError("train.monitor = 'val_acc' does not fit task = 'regression': allowed val_loss")
+        if "mixup" in v["data.augment"]:
+            raise RecipeError("data.augment 'mixup' needs task = 'classification'")
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply --set overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {str(path)!r} not found")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    flat = flatten(table)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        flat[key] = value
+    try:
+        return validate(flat, path=path)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None

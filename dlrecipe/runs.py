@@ -1,0 +1,150 @@
+"""Run folders: `runs/<YYYYmmdd-HHMMSS>-<name>-<command>/`, never overwritten, with flat logs pandas can read.
+
+Every command writes `recipe.toml` (resolved), `env.json`, `summary.json` and its own CSV files here. CSV rows are
+flushed as they are written, so a killed run keeps every finished row; JSON files are replaced atomically.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Self
+
+from .errors import UserError
+
+
+def resolve_device(name: str = "auto") -> str:
+    """auto -> "cuda" when a GPU is visible, else "cpu"; "cuda" without a GPU is a usage error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch (allowed: auto, cpu, cuda)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r} is unknown: allowed auto, cpu, cuda")
+    return name
+
+
+def new_run_dir(runs_dir: str | Path, name: str, command: str) -> Path:
+    """Create a fresh folder for one run; a second run in the same second gets a -2, -3, ... suffix."""
+    root = Path(runs_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{name}-{command}"
+    for i in range(1, 1000):
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a run folder under {root}: too many runs named {base}")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             check=False)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment(device: str, seed: int) -> dict[str, Any]:
+    """Versions, device, seed, git commit: what it takes to reproduce a run."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    env = {
+        "dlrecipe": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "seed": seed,
+        "torch_threads": torch.get_num_threads(), "git_commit": _git_commit(), "argv": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def start_run(recipe, runs_dir: str | Path, command: str, device: str) -> Path:
+    """A new run folder holding the resolved recipe and the environment."""
+    run_dir = new_run_dir(runs_dir, recipe.name, command)
+    (run_dir / "recipe.toml").write_text(recipe.to_toml())
+    write_json(run_dir / "env.json", environment(device, recipe["seed"]))
+    return run_dir
+
+
+class CsvLog:
+    """Append rows to a CSV file, flushing each one; the header comes from the first row's keys."""
+
+    def __init__(self, path: Path, columns: Iterable[str] | None = None):
+        self.path, self.columns = Path(path), list(columns) if columns else None
+        self._file = None
+        self._writer = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            self.columns = self.columns or list(row)
+            self._file = self.path.open("w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """One dict per run folder under runs_dir (newest first), from its summary.json and recipe name."""
+    root = Path(runs_dir)
+    rows = []
+    for d in sorted(root.glob("*/"), reverse=True):
+        summary_path = d / "summary.json"
+        summary = read_json(summary_path) if summary_path.is_file() else {}
+        rows.append({
+            "run": d.name, "name": summary.get("name", "?"), "command": summary.get("command", "?"),
+            "status": summary.get("status", "running or killed"),
+            "best_val": summary.get("best_val_acc", summary.get("best_val_loss")),
+            "test": summary.get("test_acc", summary.get("test_loss")),
+            "date": summary.get("finished", ""), "path": str(d),
+        })
+    return rows
