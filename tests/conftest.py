@@ -1,0 +1,44 @@
+"""Shared fixtures: small recipes built in code, CLI runner, a CSV file for the CSV recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+
+def small_recipe(**values):
+    """A validated iris MLP recipe with dotted-key overrides: quick to train, 3 classes."""
+    from dlrecipe.recipe import validate
+
+    flat = {"name": "t", "data.source": "iris", "data.batch_size": 16, "model.hidden": [16],
+            "train.lr": 0.05, "train.epochs": 5}
+    flat.update(values)
+    return validate(flat)
+
+
+def write_table_csv(path: Path, n: int = 200, seed: int = 0) -> Path:
+    """A separable 3-class table with string labels and 4 numeric features."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 4)) + y[:, None] * 2.0
+    df = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    df["label"] = np.array(["cat", "dog", "eel"])[y]
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def table_csv(tmp_path) -> Path:
+    return write_table_csv(tmp_path / "table.csv")
+
+
+def recipe_overrides(path: Path, csv_path: Path) -> list[str]:
+    """--set options a shipped recipe needs to run here (the CSV recipe needs a file)."""
+    if path.stem == "csv_table":
+        return [f"data.source={str(csv_path)!r}", "data.target='label'"]
+    return []

@@ -1,0 +1,128 @@
+"""The command line as a user meets it: exit codes, one-line errors, run folders, every shipped recipe."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dlrecipe.cli import app
+
+from .conftest import RECIPES, ROOT, recipe_overrides
+
+runner = CliRunner()
+DIGITS = str(ROOT / "recipes/digits_mlp.toml")
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, dlrecipe.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_module_entry_point_shows_help():
+    out = subprocess.run([sys.executable, "-m", "dlrecipe", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in out.stdout and "validate" in out.stdout
+
+
+def test_train_smoke_writes_a_complete_run_folder(tmp_path):
+    res = _invoke("train", DIGITS, "--smoke", "--runs-dir", tmp_path, "--set", "model.hidden=[32]", "-q")
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.iterdir()
+    assert run.name.endswith("-digits_mlp-smoke")
+    for f in ("recipe.toml", "env.json", "metrics.csv", "summary.json", "model.pt"):
+        assert (run / f).is_file(), f
+    assert "hidden = [\n    32,\n]" in (run / "recipe.toml").read_text() or "32" in (run / "recipe.toml").read_text()
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["seed"] == 0 and env["device"] == "cpu"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.columns) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+    state = torch.load(run / "model.pt", weights_only=True)
+    assert state["3.weight"].shape == (10, 32)  # Flatten, Linear, ReLU, Linear(32 -> 10)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and 0 <= summary["test_acc"] <= 1
+
+
+def test_run_folders_are_never_overwritten(tmp_path):
+    for _ in range(2):
+        assert _invoke("train", DIGITS, "--smoke", "--runs-dir", tmp_path, "-q").exit_code == 0
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "model.activation=rleu"], ["model.activation = 'rleu'", "did you mean 'relu'"]),
+    (["--set", "train.lr=-1"], ["train.lr = -1", "out of range"]),
+    (["--set", "nonsense"], ["expected KEY=VALUE"]),
+    (["--device", "tpu"], ["--device 'tpu'", "auto, cpu, cuda"]),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, words):
+    res = _invoke("train", DIGITS, "--runs-dir", tmp_path, *args)
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.output
+    for w in words:
+        assert w in res.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_debug_shows_the_traceback():
+    res = _invoke("validate", DIGITS, "--set", "train.lr=-1", "--debug")
+    assert res.exit_code != 0 and isinstance(res.exception, Exception)
+    assert "out of range" in str(res.exception)
+
+
+def test_unreadable_data_file_exit_2(tmp_path):
+    bad = tmp_path / "broken.csv"
+    bad.write_text("a,b,target\n1,x,0\n2,y,1\n" * 10)
+    res = _invoke("train", DIGITS, "--runs-dir", tmp_path / "runs", "--set", f"data.source={str(bad)!r}")
+    assert res.exit_code == 2 and "non-numeric" in res.output and "b" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_ok_and_error():
+    res = _invoke("validate", DIGITS)
+    assert res.exit_code == 0 and "ok" in res.output
+    assert _invoke("validate", ROOT / "recipes/nope.toml").exit_code == 2
+
+
+def test_components_lists_every_registered_name():
+    from dlrecipe.catalog import catalog
+
+    res = runner.invoke(app, ["components"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for entries in catalog().values():
+        for name, summary, lecture in entries:
+            assert name in res.output and summary and lecture
+
+
+def test_runs_lists_past_runs(tmp_path):
+    _invoke("train", DIGITS, "--smoke", "--runs-dir", tmp_path, "-q")
+    res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0 and "digits_mlp" in res.output and "completed" in res.output
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_shipped_recipe_smoke_runs(tmp_path, table_csv, path):
+    sets = [a for s in recipe_overrides(path, table_csv) for a in ("--set", s)]
+    res = _invoke("train", path, "--smoke", "--runs-dir", tmp_path / "runs", "-q", *sets)
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_digits_mlp_reaches_097_test_accuracy(tmp_path):
+    """Acceptance (issue 2): the shipped digits recipe reaches >= 0.97 test accuracy."""
+    res = _invoke("train", DIGITS, "--runs-dir", tmp_path, "-q")
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.iterdir()
+    assert json.loads((run / "summary.json").read_text())["test_acc"] >= 0.97
