@@ -142,6 +142,57 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     console.print(table)
 
 
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, search, sanity, lr-find, ...)")],
+           debug: DebugOpt = False) -> None:
+    """Read a run's curves: plots (scatter + moving average) and a written diagnosis with the next step.
+
+    Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), still improving (train
+    longer), best epoch too early, noisy validation. Writes report.md, report.html (figures embedded),
+    report.json and report_*.png into the run folder.
+
+    Example: dlrecipe report runs/20261123-191735-digits_mlp-train
+    """
+    def body():
+        from .report import build_report, sparkline
+
+        rep = build_report(run_dir)
+        for c in rep.curves:
+            console.print(f"[bold]{c.label}[/]\n  val_loss per epoch {sparkline(c.metrics['val_loss'])}",
+                          highlight=False)
+            if not c.findings:
+                console.print("  [green]no alarm[/]: the curves look healthy")
+            for f in c.findings:
+                console.print(f"  [yellow]{f.code}[/]: {f.message}\n    next: {f.advice}", highlight=False)
+        console.print(f"report: {rep.run_dir / 'report.html'}", highlight=False)
+    _guard(debug, body)
+
+
+@app.command()
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+            runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False) -> None:
+    """One table and one plot across runs (validation curves on shared axes).
+
+    Writes runs/<time>-compare-compare/compare.csv and compare.png.
+
+    Example: dlrecipe compare runs/*digits_mlp-train
+    """
+    def body():
+        from rich.table import Table
+
+        from .report import compare as run_compare
+
+        table, out = run_compare(run_dirs, runs_dir)
+        t = Table(title="runs", title_justify="left")
+        for col in table.columns:
+            t.add_column(col)
+        for row in table.itertuples(index=False):
+            t.add_row(*(fmt(v) for v in row))
+        console.print(t)
+        console.print(f"table and plot: {out}", highlight=False)
+    _guard(debug, body)
+
+
 def main() -> None:
     app(prog_name="dlrecipe")
 

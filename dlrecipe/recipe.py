@@ -103,7 +103,7 @@ SCHEMA: dict[str, Key] = {
     "train.step_size": Key("int", 10, "schedule step: epochs between steps", lo=1),
     "train.gamma": Key("float", 0.5, "schedule step: LR factor at each step", lo=0, hi=1, lo_open=True),
     "train.decay_factor": Key("float", 100.0, "exponential/cosine: the last epoch's LR is lr / decay_factor "
-                              "(lecture 002: ~100 or more)", lo=1),
+                              "(lecture 002: ~100 or more)", lo=100),
     "train.grad_clip": Key("float", 0.0, "clip the global gradient norm to this (0 = off)", lo=0),
     "train.loss": Key("str", "auto", "auto = cross_entropy (classification) or mse (regression)",
                       choices=("auto",) + _names(C.LOSSES)),

@@ -1,0 +1,109 @@
+"""Step 6 of the recipe: read the loss and accuracy curves of a run and say what they show, with numbers.
+
+Each rule looks at one epoch-level curve (`metrics.csv`: epoch, lr, train_loss, train_acc, val_loss, val_acc) and
+returns a `Finding` that cites what it saw and the next step to try (lectures 002 and 003). The thresholds are
+named constants here and listed in the README.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DIVERGE_RISE = 1.5          # final train loss above 1.5x its start: the loss went up, not down
+BOUNCE_FRACTION = 0.4       # more than 40% of epochs raise the train loss: bouncing
+OVERFIT_VAL_RISE = 0.10     # val loss 10% above its minimum at the end while train loss kept falling
+OVERFIT_GAP = 0.05          # train acc - val acc at the end above 5 points
+UNDERFIT_TRAIN_ACC = 0.80   # train accuracy below 80% at the end ...
+FLAT_DROP = 0.05            # ... and the train loss fell less than 5% over the second half: underfitting
+STILL_IMPROVING_TAIL = 0.10  # best epoch in the last 10% of the epochs (or the last one) and val loss falling
+EARLY_BEST_HEAD = 0.10      # best epoch in the first 10% of at least 10 epochs
+NOISY_VAL = 0.15            # std of epoch-to-epoch val loss changes over 15% of its mean: noisy validation
+MIN_EPOCHS = 4              # fewer epochs than this: too short to judge trends
+
+
+@dataclass
+class Finding:
+    code: str       # diverged | lr_too_high | overfitting | underfitting | train_longer | early_best | noisy_val
+    message: str    # what was seen, with numbers
+    advice: str     # the next step to try
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "advice": self.advice}
+
+
+def _best_epoch(m: pd.DataFrame) -> int:
+    return int(m.loc[m["val_loss"].idxmin(), "epoch"])
+
+
+def diagnose(metrics: pd.DataFrame) -> list[Finding]:
+    """Findings for one run's per-epoch metrics; an empty list means the curves look healthy."""
+    m = metrics.reset_index(drop=True)
+    if m.empty:
+        return [Finding("no_data", "metrics.csv has no rows", "the run ended before its first epoch finished")]
+    findings: list[Finding] = []
+    tl, vl = m["train_loss"].to_numpy(float), m["val_loss"].to_numpy(float)
+    n = len(m)
+    if not (np.isfinite(tl).all() and np.isfinite(vl).all()):
+        bad = int(m.loc[~(np.isfinite(tl) & np.isfinite(vl)), "epoch"].iloc[0])
+        return [Finding("diverged", f"the loss became NaN/Inf at epoch {bad} (LR {m['lr'].iloc[bad - 1]:g})",
+                        "LR too high (or a bad init): divide the LR by 2 until it does not diverge (lecture 002); "
+                        "`dlrecipe lr-find` finds one")]
+    if tl[-1] > DIVERGE_RISE * tl[0]:
+        findings.append(Finding("lr_too_high", f"train loss rose from {tl[0]:.4g} to {tl[-1]:.4g}",
+                                "LR too high: divide it by 2 or more and run again"))
+    if n >= MIN_EPOCHS:
+        ups = float(np.mean(np.diff(tl) > 0))
+        if ups > BOUNCE_FRACTION and not findings:
+            findings.append(Finding("lr_too_high", f"train loss went up in {ups:.0%} of the epochs (noisy, bouncing)",
+                                    "decrease the LR (lecture 003: a bouncing loss means the LR is too high)"))
+    if n < MIN_EPOCHS:
+        return findings
+
+    best = _best_epoch(m)
+    has_acc = "train_acc" in m and "val_acc" in m
+    train_falling = tl[-1] < tl[best - 1]
+    val_rise = (vl[-1] - vl.min()) / max(abs(vl.min()), 1e-12)
+    gap = float(m["train_acc"].iloc[-1] - m["val_acc"].iloc[-1]) if has_acc else math.nan
+    if val_rise > OVERFIT_VAL_RISE and train_falling and best < n:
+        extra = f", train-val accuracy gap {gap:.2f}" if has_acc else ""
+        findings.append(Finding(
+            "overfitting",
+            f"val loss rose {val_rise:.0%} above its minimum {vl.min():.4g} (epoch {best}) while train loss fell "
+            f"to {tl[-1]:.4g}{extra}",
+            "overfitting: more regularisation (weight decay, dropout, augmentation), more data, or a smaller model; "
+            "early stopping keeps the best snapshot"))
+    elif has_acc and gap > OVERFIT_GAP and train_falling and best < n:
+        findings.append(Finding("overfitting", f"train accuracy {m['train_acc'].iloc[-1]:.3f} vs validation "
+                                f"{m['val_acc'].iloc[-1]:.3f}: a gap of {gap:.2f} that grew while training",
+                                "overfitting: increase regularisation (weight decay, dropout) or get more data"))
+    half = tl[n // 2:]
+    drop = (half[0] - half[-1]) / max(abs(half[0]), 1e-12)
+    if has_acc and m["train_acc"].iloc[-1] < UNDERFIT_TRAIN_ACC and drop < FLAT_DROP:
+        findings.append(Finding(
+            "underfitting",
+            f"train accuracy only {m['train_acc'].iloc[-1]:.3f} and train loss flat ({drop:.1%} drop over the "
+            f"second half, at {tl[-1]:.4g})",
+            "underfitting: a bigger model, less regularisation, or a higher LR; check `dlrecipe sanity` can "
+            "overfit a small sample"))
+    if best > n * (1 - STILL_IMPROVING_TAIL) - 1e-9 and vl[-1] < vl[max(n - 3, 0)]:
+        findings.append(Finding("train_longer", f"validation loss still falling at the last epoch ({vl[-1]:.4g}, "
+                                f"best at epoch {best} of {n})",
+                                "still improving: train longer (raise train.epochs)"))
+    if n >= 10 and best <= max(1, int(n * EARLY_BEST_HEAD)):
+        findings.append(Finding("early_best", f"best validation loss at epoch {best} of {n}",
+                                "the best epoch came very early: the LR may be too high, or training runs too long "
+                                "(lower train.patience / epochs)"))
+    steps = np.diff(vl)
+    noise = float(np.std(steps) / max(abs(np.mean(vl)), 1e-12))
+    if noise > NOISY_VAL and not any(f.code in ("lr_too_high",) for f in findings):
+        findings.append(Finding("noisy_val", f"validation loss jumps by {noise:.0%} of its mean from epoch to epoch",
+                                "noisy validation: a larger validation split, a lower LR or a larger batch"))
+    return findings
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """Centred moving average, same length (windows shrink at the ends): a trend line that does not lag."""
+    return pd.Series(np.asarray(values, float)).rolling(window, center=True, min_periods=1).mean().to_numpy()

@@ -1,0 +1,228 @@
+"""`dlrecipe report` and `dlrecipe compare`: curves as scatter plus moving average, every run on one plot, and
+the written diagnosis of `diagnose.py`, as report.md and a self-contained report.html in the run folder."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .diagnose import Finding, diagnose, moving_average
+from .errors import UserError
+from .runs import new_run_dir, read_json, write_json
+
+MAX_TABLE_ROWS = 40   # CSVs longer than this are summarised by their last rows in the report
+
+
+@dataclass
+class Curve:
+    label: str                 # e.g. "train" or "trials/3"
+    path: Path                 # its metrics.csv
+    metrics: pd.DataFrame
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    run_dir: Path
+    curves: list[Curve]
+    files: list[Path]          # what the report wrote
+
+
+def _metric_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(main curves, search-trial curves): every metrics.csv below run_dir."""
+    all_files = sorted(run_dir.rglob("metrics.csv"))
+    trials = [p for p in all_files if "trials" in p.relative_to(run_dir).parts[:-1]]
+    return [p for p in all_files if p not in trials], trials
+
+
+def _label(run_dir: Path, path: Path) -> str:
+    rel = path.parent.relative_to(run_dir)
+    return str(rel) if str(rel) != "." else run_dir.name
+
+
+def _plot_curves(curves: list[Curve], path: Path, title: str) -> Path:
+    """Loss (and accuracy) per epoch: points as a scatter, a moving average as a line (lecture 003)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_acc = any("val_acc" in c.metrics for c in curves)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    many = len(curves) > 3
+    for i, c in enumerate(curves):
+        m = c.metrics
+        color = plt.cm.tab10(i % 10)
+        window = max(3, len(m) // 10)
+        for ax, cols in zip(axes[0], (("train_loss", "val_loss"), ("train_acc", "val_acc")), strict=False):
+            for col, style in zip(cols, ("--", "-"), strict=True):
+                if col not in m or (many and col.startswith("train")):
+                    continue
+                y = m[col].to_numpy(float)
+                name = col if len(curves) == 1 else f"{c.label} {col}"
+                ax.scatter(m["epoch"], y, s=10, alpha=0.35, color=color if len(curves) > 1 else None)
+                ax.plot(m["epoch"], moving_average(y, window), style, label=name,
+                        color=color if len(curves) > 1 else None)
+    axes[0][0].set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    if has_acc:
+        axes[0][1].set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    for ax in axes[0]:
+        if len(curves) <= 12:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sparkline(values: list[float] | np.ndarray, width: int = 60) -> str:
+    """A one-line terminal curve: ▁▂▃▄▅▆▇█ scaled between the finite minimum and maximum."""
+    blocks = "▁▂▃▄▅▆▇█"
+    v = np.asarray(values, float)
+    if len(v) > width:  # resample long curves to the terminal width
+        v = v[np.linspace(0, len(v) - 1, width).round().astype(int)]
+    fin = v[np.isfinite(v)]
+    if not len(fin):
+        return ""
+    lo, hi = fin.min(), fin.max()
+    scale = (hi - lo) or 1.0
+    return "".join("×" if not np.isfinite(x) else blocks[int((x - lo) / scale * (len(blocks) - 1))] for x in v)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    def cell(x):
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(cell(x) for x in row) + " |\n" for row in df.itertuples(index=False))
+
+
+def _summary_table(summary: dict) -> pd.DataFrame:
+    flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in summary.items()}
+    return pd.DataFrame({"key": list(flat), "value": list(flat.values())})
+
+
+def build_report(run_dir: str | Path) -> Report:
+    """Diagnose every curve in a run folder, draw the figures, write report.md, report.html and report.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {str(run_dir)!r} not found (dlrecipe runs lists them)")
+    main_files, trial_files = _metric_files(run_dir)
+    if not main_files and not trial_files:
+        raise UserError(f"{run_dir}: no metrics.csv here or below: not a train, search or run folder")
+    curves = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in main_files]
+    trials = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in trial_files]
+    for c in curves:
+        c.findings = diagnose(c.metrics)
+    if trials and not curves:  # a search without a final model: diagnose its best trial
+        best = min(trials, key=lambda c: c.metrics["val_loss"].min() if len(c.metrics) else np.inf)
+        best.findings = diagnose(best.metrics)
+        curves = [best]
+
+    written: list[Path] = []
+    figures: list[tuple[str, Path]] = []
+    for i, c in enumerate(curves):
+        fig = _plot_curves([c], run_dir / f"report_curves{'' if i == 0 else f'_{i}'}.png", c.label)
+        figures.append((f"curves: {c.label}", fig))
+    if trials:
+        figures.append(("every trial on one plot", _plot_curves(trials, run_dir / "report_trials.png",
+                                                                "all trials")))
+    written += [f for _, f in figures]
+    ours = {f.name for _, f in figures}
+    for png in sorted(run_dir.rglob("*.png")):  # figures the steps drew (sanity, lr-find, search)
+        if png.name not in ours:
+            figures.append((str(png.relative_to(run_dir)), png))
+
+    sections = [f"# Report: {run_dir.name}\n"]
+    for c in curves:
+        sections.append(f"## Diagnosis: {c.label}\n")
+        if c.findings:
+            sections += [f"- **{f.code}**: {f.message}. Next: {f.advice}." for f in c.findings]
+        else:
+            sections.append("- no alarm: the curves look healthy.")
+        sections.append("")
+    for summary_path in sorted(run_dir.rglob("summary.json")):
+        if "trials" in summary_path.relative_to(run_dir).parts[:-1]:
+            continue
+        rel = summary_path.parent.relative_to(run_dir)
+        sections.append(f"## Summary: {rel if str(rel) != '.' else run_dir.name}\n")
+        sections.append(_md_table(_summary_table(read_json(summary_path))))
+    for csv_path in sorted(run_dir.rglob("*.csv")):
+        rel = csv_path.relative_to(run_dir)
+        if "trials" in rel.parts[:-1]:
+            continue
+        df = pd.read_csv(csv_path)
+        note = "" if len(df) <= MAX_TABLE_ROWS else f" (last {MAX_TABLE_ROWS} of {len(df)} rows)"
+        sections.append(f"## Table: {rel}{note}\n")
+        sections.append(_md_table(df.tail(MAX_TABLE_ROWS)))
+    md_figs = [f"## Figure: {title}\n\n![{title}]({fig.relative_to(run_dir)})\n" for title, fig in figures]
+    md = "\n".join(sections[:1] + md_figs + sections[1:])
+    (run_dir / "report.md").write_text(md)
+    (run_dir / "report.html").write_text(_html(run_dir, md, figures))
+    write_json(run_dir / "report.json", {c.label: [f.to_dict() for f in c.findings] for c in curves})
+    written += [run_dir / "report.md", run_dir / "report.html", run_dir / "report.json"]
+    return Report(run_dir, curves, written)
+
+
+def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:
+    """report.md rendered as plain HTML with every figure embedded as base64 (one self-contained file)."""
+    out = [("<!doctype html><html><head><meta charset='utf-8'><title>dlrecipe report</title><style>"
+           "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+           "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>")]
+    embedded = {str(fig.relative_to(run_dir)): base64.b64encode(fig.read_bytes()).decode() for _, fig in figures}
+    in_table = False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= {"-"}:
+                continue
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            src = line[line.index("(") + 1:-1]
+            out.append(f"<img alt='{html.escape(src)}' src='data:image/png;base64,{embedded[src]}'>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            out.append(f"<p>&bull; {html.escape(line[2:]).replace('**', '')}</p>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, Path]:
+    """One table (summary of each run) and one plot (every run's validation curves) in a new folder."""
+    rows, curves = [], []
+    for d in map(Path, run_dirs):
+        if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
+            raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
+        s = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+        rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"), "status": s.get("status"),
+                     "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),
+                     "best_val_acc": s.get("best_val_acc"), "test_loss": s.get("test_loss"),
+                     "test_acc": s.get("test_acc")})
+        if (d / "metrics.csv").is_file():
+            curves.append(Curve(d.name, d / "metrics.csv", pd.read_csv(d / "metrics.csv")))
+    table = pd.DataFrame(rows)
+    out = new_run_dir(runs_dir, "compare", "compare")
+    table.to_csv(out / "compare.csv", index=False)
+    fig = out / "compare.png"
+    if curves:
+        _plot_curves(curves, fig, "runs")
+    return table, out

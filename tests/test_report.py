@@ -1,0 +1,107 @@
+"""Step 6: the written diagnosis on crafted curves, and the report files (real, non-empty PNGs)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlrecipe.diagnose import diagnose, moving_average
+from dlrecipe.report import build_report, compare, sparkline
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def curves(train_loss, val_loss, train_acc=None, val_acc=None, lr=0.1) -> pd.DataFrame:
+    n = len(train_loss)
+    df = pd.DataFrame({"epoch": np.arange(1, n + 1), "lr": lr, "train_loss": train_loss, "val_loss": val_loss})
+    if train_acc is not None:
+        df.insert(3, "train_acc", train_acc)
+        df["val_acc"] = val_acc
+    return df
+
+
+E = np.arange(30)
+HEALTHY = curves(1.0 * np.exp(-E / 8) + 0.10, 1.0 * np.exp(-E / 8) + 0.15,
+                 0.95 - 0.6 * np.exp(-E / 8), 0.93 - 0.6 * np.exp(-E / 8))
+HEALTHY = HEALTHY.iloc[:30]
+HEALTHY.loc[:, "val_loss"] = np.r_[HEALTHY["val_loss"].to_numpy()[:20], np.full(10, HEALTHY["val_loss"].iloc[19])]
+OVERFIT = curves(np.exp(-E / 5), np.r_[np.exp(-np.arange(10) / 5), np.exp(-2) + 0.04 * np.arange(1, 21)],
+                 1 - 0.5 * np.exp(-E / 5), np.r_[0.5 + 0.04 * np.arange(10), np.full(20, 0.86)])
+UNDERFIT = curves(np.full(30, 2.2) - 0.001 * E, np.full(30, 2.25) - 0.001 * E, np.full(30, 0.15), np.full(30, 0.14))
+DIVERGING = curves([2.3, 2.5, 3.9, 8.0, np.nan], [2.3, 2.6, 4.0, 9.0, np.nan], [0.1] * 5, [0.1] * 5, lr=1.0)
+RISING = curves(np.linspace(2.3, 6.0, 10), np.linspace(2.3, 6.5, 10), np.full(10, 0.1), np.full(10, 0.1))
+STILL_FALLING = curves(np.linspace(2.0, 0.5, 12), np.linspace(2.1, 0.6, 12), np.linspace(0.3, 0.85, 12),
+                       np.linspace(0.3, 0.8, 12))
+
+
+def codes(df):
+    return {f.code for f in diagnose(df)}
+
+
+def test_overfitting_curve_is_diagnosed_as_overfitting():
+    found = diagnose(OVERFIT)
+    assert "overfitting" in {f.code for f in found}
+    f = next(f for f in found if f.code == "overfitting")
+    assert "epoch 10" in f.message and "regularisation" in f.advice
+
+
+def test_flat_curve_is_underfitting():
+    assert "underfitting" in codes(UNDERFIT)
+
+
+def test_diverging_curve_means_lr_too_high():
+    (f,) = diagnose(DIVERGING)
+    assert f.code == "diverged" and "epoch 5" in f.message and "LR" in f.advice
+    assert "lr_too_high" in codes(RISING)
+
+
+def test_still_falling_means_train_longer():
+    found = diagnose(STILL_FALLING)
+    assert "train_longer" in {f.code for f in found}
+    assert "overfitting" not in {f.code for f in found}
+
+
+def test_healthy_curve_gets_no_alarm():
+    assert diagnose(HEALTHY) == []
+
+
+def test_moving_average_and_sparkline():
+    np.testing.assert_allclose(moving_average([1, 2, 3, 4], 3), [1.5, 2, 3, 3.5])
+    assert sparkline([0, 1, 2]) == "▁▄█" and sparkline([1, float("nan")]) == "▁×"
+
+
+@pytest.mark.parametrize("df", [OVERFIT, UNDERFIT])
+def test_report_writes_markdown_html_and_real_pngs(tmp_path, df):
+    df.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "summary.json").write_text('{"status": "completed", "test_acc": 0.9}')
+    rep = build_report(tmp_path)
+    for f in rep.files:
+        assert f.is_file() and f.stat().st_size > 0
+    pngs = [f for f in rep.files if f.suffix == ".png"]
+    assert pngs and all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000 for p in pngs)
+    md = (tmp_path / "report.md").read_text()
+    assert "Diagnosis" in md and "test_acc" in md and "report_curves.png" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<table>" in page
+
+
+def test_report_of_a_search_plots_every_trial(tmp_path):
+    for i, df in enumerate([OVERFIT, UNDERFIT, STILL_FALLING]):
+        (tmp_path / "trials" / str(i)).mkdir(parents=True)
+        df.to_csv(tmp_path / "trials" / str(i) / "metrics.csv", index=False)
+    rep = build_report(tmp_path)
+    assert (tmp_path / "report_trials.png").read_bytes()[:8] == PNG_MAGIC
+    assert rep.curves[0].label == "trials/0"  # the trial with the lowest validation loss is diagnosed
+
+
+def test_compare_writes_one_table_and_one_plot(tmp_path):
+    runs = []
+    for name, df in [("a", OVERFIT), ("b", HEALTHY)]:
+        d = tmp_path / name
+        d.mkdir()
+        df.to_csv(d / "metrics.csv", index=False)
+        (d / "summary.json").write_text(f'{{"name": "{name}", "best_val_acc": 0.9}}')
+        runs.append(d)
+    table, out = compare(runs, runs_dir=tmp_path / "runs")
+    assert list(table["name"]) == ["a", "b"]
+    assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
