@@ -90,6 +90,92 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
     _guard(debug, body)
 
 
+def _lr_find_help() -> str:
+    from . import lr_find as L
+
+    return (
+        "Find a learning rate that makes the loss go down (babysitting step 3), with evidence.\n\n"
+        f"Probes: each LR (default {', '.join(f'{v:g}' for v in L.DEFAULT_LRS)}) trains a fresh copy of the model "
+        f"from the same init for {L.PROBE_ITERATIONS} updates with a small weight decay ({L.PROBE_WEIGHT_DECAY:g} "
+        f"when the recipe has none). On the smoothed loss (EMA {L.SMOOTHING:g}): diverged = NaN/Inf, above "
+        f"{L.DIVERGED_FACTOR:g}x its start, or climbed back by more than {L.REBOUND_FRACTION:.0%} of its drop; "
+        f"flat = fell less than {L.FLAT_FRACTION:.0%}; good otherwise. Then halve down from the smallest diverged "
+        f"LR above the best one (lecture 002).\n\n"
+        f"Range test: LR from --start-lr to --end-lr over {L.RANGE_ITERATIONS} updates, stopped when the smoothed "
+        f"loss exceeds {L.RANGE_STOP_FACTOR:g}x its minimum; model and optimizer restored; rules steepest, valley, "
+        f"min_over_10.\n\n"
+        f"Recommended: the good probe with the lowest final loss; search range recommended/{L.SEARCH_BELOW:g} to "
+        f"recommended x {L.SEARCH_ABOVE:g}, never above a diverged LR. At most {L.ITERATION_BUDGET} updates per "
+        f"seed.\n\n"
+        "Writes runs/<time>-<name>-lr-find/: probes.csv, range_test.csv, summary.json (recommended_lr, "
+        "search_range, each rule's suggestion, per-probe verdicts), lr_find.png.\n\n"
+        "Example: dlrecipe lr-find recipes/digits_mlp.toml --apply digits_lr.toml"
+    )
+
+
+@app.command("lr-find", help=_lr_find_help())
+def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+            runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
+            seeds: Annotated[int, typer.Option(help="repeat with N seeds (seed, seed+1, ...): a verdict must hold "
+                                                    "for every seed; shows the spread of the answer")] = 1,
+            lrs: Annotated[str | None, typer.Option(metavar="LR,LR,...", help="candidate LRs to probe "
+                                                    "(default 0.1,0.01,0.001,0.0001)")] = None,
+            start_lr: Annotated[float, typer.Option(help="range test: first LR")] = 1e-7,
+            end_lr: Annotated[float, typer.Option(help="range test: last LR")] = 10.0,
+            apply: Annotated[Path | None, typer.Option(metavar="OUT.toml", help="write a copy of the recipe with "
+                                                       "train.lr = the recommended LR (never the input file)")] = None,
+            ) -> None:
+    def body():
+        from rich.table import Table
+
+        from . import lr_find as L
+
+        if seeds < 1:
+            raise UserError(f"--seeds {seeds}: at least 1")
+        candidates = None if lrs is None else L.parse_lrs(lrs)
+        L.check_range_bounds(start_lr, end_lr)
+        if apply is not None:
+            L.check_apply_path(apply, recipe)
+        r = _load(recipe, sets, seed)
+        log = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
+        res = L.lr_find(r, device=device, runs_dir=runs_dir, seeds=seeds, lrs=candidates, start_lr=start_lr,
+                        end_lr=end_lr, log=log)
+        several = seeds > 1
+        table = Table(title=f"{r.name}: probes ({L.PROBE_ITERATIONS} updates each)", title_justify="left")
+        for col in ("lr", "stage", "verdict", "start loss", "final loss", "drop", "updates"):
+            table.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
+        if several:
+            table.add_column("per seed")
+        colour = {"good": "green", "flat": "yellow", "diverged": "red"}
+        for p in res.probes:
+            drop = "-" if p["drop"] != p["drop"] else f"{p['drop']:.0%}"  # NaN != NaN
+            cells = [f"{p['lr']:g}", p["stage"], f"[{colour[p['verdict']]}]{p['verdict']}[/]", fmt(p["start_loss"]),
+                     fmt(p["final_loss"]), drop, str(p["iterations"])]
+            table.add_row(*cells, *([" ".join(p["seed_verdicts"])] if several else []))
+        console.print(table)
+        rules = Table(title="suggestions", title_justify="left")
+        rules.add_column("rule")
+        rules.add_column("lr", justify="right")
+        for name, value in res.rules.items():
+            rules.add_row(name, fmt(value, 3))
+        console.print(rules)
+        status = "" if res.status == "ok" else f" [yellow]({res.status})[/]"
+        console.print(f"[bold]recommended lr: {res.recommended_lr:.3g}[/]{status}   search range: "
+                      f"{res.search_range[0]:.3g} .. {res.search_range[1]:.3g}", highlight=False)
+        console.print(res.evidence, highlight=False, soft_wrap=True)
+        if several:
+            per = ", ".join(f"seed {p['seed']}: {p['recommended_lr']:.3g}" for p in res.per_seed)
+            console.print(f"spread over {seeds} seeds: {per} (max/min {res.summary['spread']['ratio']:.3g})",
+                          highlight=False)
+        console.print(f"run folder: {res.run_dir}", highlight=False)
+        if apply is not None:
+            out = L.apply_lr(r, res.recommended_lr, apply, note=f"run {res.run_dir}")
+            console.print(f"wrote {out} (train.lr = {res.recommended_lr:.4g}); {recipe} is unchanged",
+                          highlight=False)
+        return 0
+    _guard(debug, body)
+
+
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
     """Check a recipe without running anything: keys, types, ranges, component names, data source.
