@@ -141,17 +141,16 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         res = L.lr_find(r, device=device, runs_dir=runs_dir, seeds=seeds, lrs=candidates, start_lr=start_lr,
                         end_lr=end_lr, log=log)
         several = seeds > 1
-        table = Table(title=f"{r.name}: probes ({L.PROBE_ITERATIONS} updates each)", title_justify="left")
-        for col in ("lr", "stage", "verdict", "start loss", "final loss", "drop", "updates"):
-            table.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
-        if several:
-            table.add_column("per seed")
+        table = Table(title=f"{r.name}: {L.PROBE_ITERATIONS}-update probes from one init, start loss "
+                      f"{fmt(res.probes[0]['start_loss'])}", title_justify="left")
+        for col in ("lr", "stage", "verdict", "final loss", "drop", "updates", *(["seeds"] if several else [])):
+            table.add_column(col, justify="right" if col in ("lr", "final loss", "drop", "updates") else "left")
         colour = {"good": "green", "flat": "yellow", "diverged": "red"}
         for p in res.probes:
-            drop = "-" if p["drop"] != p["drop"] else f"{p['drop']:.0%}"  # NaN != NaN
-            cells = [f"{p['lr']:g}", p["stage"], f"[{colour[p['verdict']]}]{p['verdict']}[/]", fmt(p["start_loss"]),
-                     fmt(p["final_loss"]), drop, str(p["iterations"])]
-            table.add_row(*cells, *([" ".join(p["seed_verdicts"])] if several else []))
+            drop = "-" if p["verdict"] == "diverged" else f"{p['drop']:.0%}"
+            counts = ", ".join(f"{p['seed_verdicts'].count(v)} {v}" for v in L.VERDICTS if v in p["seed_verdicts"])
+            table.add_row(f"{p['lr']:g}", p["stage"], f"[{colour[p['verdict']]}]{p['verdict']}[/]",
+                          fmt(p["final_loss"]), drop, str(p["iterations"]), *([counts] if several else []))
         console.print(table)
         rules = Table(title="suggestions", title_justify="left")
         rules.add_column("rule")

@@ -109,6 +109,38 @@ def test_rules_are_nan_safe():
         assert rule([], []) is None, name
 
 
+# --- recommendation rules on hand-made probe rows ----------------------------------------------------------------
+
+def _row(lr, verdict, final):
+    return {"lr": lr, "verdict": verdict, "final_loss": final}
+
+
+def test_choose_takes_the_good_probe_with_the_lowest_final_loss():
+    rows = [_row(0.1, "diverged", 9.0), _row(0.05, "good", 0.4), _row(0.01, "good", 0.3), _row(1e-3, "flat", 2.0)]
+    assert L.choose(rows) == (0.01, "ok")
+    assert L.halving_bounds(rows) == (0.1, 0.05)  # halve down from the diverged 0.1 while above 0.05
+    assert L.search_range(0.05, rows) == pytest.approx((0.005, 0.1))  # x3 would pass the diverged 0.1: capped
+    assert L.search_range(0.01, rows) == pytest.approx((0.001, 0.03))
+
+
+def test_choose_without_a_good_probe():
+    flat = [_row(0.1, "diverged", math.nan), _row(0.01, "flat", 2.0), _row(1e-3, "flat", 2.2)]
+    assert L.choose(flat) == (0.01, "all_flat")
+    assert L.halving_bounds(flat) == (0.1, 0.01)
+    diverged = [_row(0.1, "diverged", math.nan), _row(0.01, "diverged", math.nan)]
+    assert L.choose(diverged) == (pytest.approx(1e-3), "all_diverged")
+    assert L.halving_bounds(diverged) == (0.01, 0.0)
+    assert L.halving_bounds([_row(0.1, "good", 0.1), _row(0.01, "good", 0.5)]) is None  # nothing diverged above
+
+
+def test_range_test_agreement():
+    rules = {"steepest": 0.02, "valley": 0.003, "min_over_10": 0.03}
+    assert L.agreement(0.1, rules, lr_at_min=0.3)[0] is True
+    assert L.agreement(0.1, rules, lr_at_min=0.05)[0] is False    # past the range test's minimum
+    assert L.agreement(1e-5, rules, lr_at_min=0.3)[0] is False    # far below every rule
+    assert L.agreement(0.1, dict.fromkeys(rules), lr_at_min=None)[0] is None
+
+
 # --- the range test restores what it touched ---------------------------------------------------------------------
 
 def _trained_model_and_optimizer(recipe, data):
@@ -285,6 +317,25 @@ def test_cli_lr_find_prints_the_recommendation_and_applies_it_to_a_copy(tmp_path
     assert tuned["train.lr"] == 0.1
     assert {k: v for k, v in tuned.values.items() if k != "train.lr"} == \
         {k: v for k, v in load(DIGITS).values.items() if k != "train.lr"}
+
+
+def test_apply_writes_a_copy_whose_data_path_still_resolves(tmp_path):
+    from .conftest import write_table_csv
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_table_csv(tmp_path / "a" / "table.csv")
+    original = tmp_path / "a" / "r.toml"
+    original.write_text('[data]\nsource = "table.csv"\ntarget = "label"\n[train]\nlr = 0.5\n')
+    before = original.read_text()
+    recipe = load(original)
+    out = L.apply_lr(recipe, 0.0123456, tmp_path / "b" / "tuned.toml")
+    copy = load(out)
+    assert copy["train.lr"] == 0.01235 and copy["data.source"] == "../a/table.csv"
+    assert load_data(copy).x_train.shape == load_data(recipe).x_train.shape
+    assert original.read_text() == before
+    with pytest.raises(L.UserError, match="input recipe"):
+        L.apply_lr(recipe, 0.1, original)
 
 
 @pytest.mark.parametrize("args, message", [
