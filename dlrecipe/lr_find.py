@@ -274,7 +274,8 @@ def range_test(model, optimizer, data, tr: dict, *, start_lr: float = RANGE_STAR
                augment: list[str] | None = None, aug_cfg: dict | None = None) -> RangeTest:
     """Smith's LR range test: LR from start_lr to end_lr, exponentially, over `iterations` updates.
 
-    Stops when the loss is NaN/Inf or the smoothed loss exceeds RANGE_STOP_FACTOR x its minimum so far. The
+    Stops when the loss is NaN/Inf or the smoothed loss exceeds RANGE_STOP_FACTOR x its minimum so far. The rules'
+    suggestions are None when the smoothed loss never fell by FLAT_FRACTION (nothing to read off the curve). The
     model's weights and buffers, its train/eval mode and the optimizer's state (momentum buffers, LRs) are
     restored afterwards, even when it fails.
     """
@@ -305,7 +306,11 @@ def range_test(model, optimizer, data, tr: dict, *, start_lr: float = RANGE_STAR
     if losses and not math.isfinite(losses[-1]):
         why[0] = f"loss became NaN/Inf at LR {lrs[-1]:.3g}"
     smoothed = smooth(losses)
-    suggestions = {name: rule(lrs, smoothed) for name, rule in RULES.items()}
+    finite = [v for v in smoothed if math.isfinite(v)]
+    fell = bool(finite) and min(finite) <= (1 - FLAT_FRACTION) * finite[0]
+    if not fell:  # a flat curve's steepest point is noise: no suggestion rather than a random one
+        why[0] += f"; the loss never fell by {FLAT_FRACTION:.0%}, no suggestion"
+    suggestions = {name: rule(lrs, smoothed) if fell else None for name, rule in RULES.items()}
     return RangeTest(lrs, losses, smoothed, f"stopped after {len(losses)} updates: {why[0]}", suggestions, seed)
 
 
@@ -481,7 +486,6 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
     recommendation is reported (per_seed) to show the spread. budget: updates per seed in all; refinement
     probes run only while it allows. runs_dir None: write nothing. data: already loaded data (tests, bench).
     """
-
     from . import components as C
     from .data import load_data
     from .models import build_model
@@ -499,7 +503,6 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
     device = resolve_device(device)
     if data is None:
         data = load_data(recipe, device)  # before the run folder: a bad data file leaves nothing behind
-    run_dir = None if runs_dir is None else start_run(recipe, runs_dir, "lr-find", device)
 
     tr = dict(recipe.section("train"))
     tr["weight_decay"] = tr["weight_decay"] or PROBE_WEIGHT_DECAY
@@ -512,6 +515,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
         models[s] = build_model(recipe, data, seed=s).to(device)
         inits[s] = copy.deepcopy(models[s].state_dict())  # every probe of this seed starts here
     used = dict.fromkeys(seed_list, 0)
+    run_dir = None if runs_dir is None else start_run(recipe, runs_dir, "lr-find", device)  # data and model built
 
     def steps_for(s: int, lr: float) -> _Steps:
         model = models[s]
@@ -555,7 +559,8 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
                                 iterations=range_iterations, seed=s, batch_size=d["batch_size"],
                                 augment=d["augment"], aug_cfg=aug_cfg))
         used[s] += len(tests[-1].losses)
-        log(f"range test (seed {s}): {tests[-1].stopped}; {_fmt_rules(tests[-1].suggestions) or 'no suggestion'}")
+        found = _fmt_rules(tests[-1].suggestions)
+        log(f"range test (seed {s}): {tests[-1].stopped}" + (f"; {found}" if found else ""))
 
     per_seed = []
     for s, test in zip(seed_list, tests):
@@ -571,7 +576,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
         "name": recipe.name, "command": "lr-find", "status": status,
         "recommended_lr": recommended, "search_range": [low, high],
         "evidence": evidence, "range_test_agrees": agrees, "rules": rules,
-        "probes": [{k: v for k, v in r.items()} for r in rows],
+        "probes": [dict(r) for r in rows],
         "range_test": [{"seed": t.seed, "stopped": t.stopped, "lr_at_min": t.lr_at_min(), **t.suggestions}
                        for t in tests],
         "seeds": seed_list, "per_seed": per_seed,
