@@ -175,6 +175,75 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
     _guard(debug, body)
 
 
+SANITY_STATUS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
+SANITY_HELP = (  # the thresholds are dlrecipe/sanity.py's constants (tests/test_sanity.py keeps the two in step)
+    "Steps 1 and 2 of the recipe: is the setup broken? Six checks of the model at initialisation, each pass, warn "
+    "or fail with the likely cause and what to try.\n\n"
+    "[bold]init_loss[/]: weight decay and dropout off, the mean loss of 4 batches against log C (regression: "
+    "predicting the target mean); warn 1.5 above it, fail 4 above it, warn below half of it.\n\n"
+    "[bold]gradient_check[/]: float64 copy, central differences (eps 1e-6, 1e-4, 1e-8, the best kept) on 16 "
+    "examples for 6 entries of every parameter; probes across a ReLU or max-pool kink are skipped; warn above a "
+    "relative error of 1e-5, fail above 1e-3.\n\n"
+    "[bold]layer_health[/]: on 256 examples, per layer: saturated tanh/sigmoid units (warn 10%, fail 50%), dead "
+    "ReLUs (warn 10%, fail 50%), identical units or all-equal weights (fail), activation std of the last hidden "
+    "layer over the first (warn below 0.2 or above 5, fail below 0.01 or above 100), relative gradient "
+    "||dW||/||W|| of the first layer over the last (warn below 1e-2 or above 1e2, fail below 1e-3 or above 1e3)."
+    "\n\n"
+    "[bold]update_ratio[/]: ||update||/||W|| after one step, about 1e-3 is healthy; warn when the geometric mean "
+    "over layers is outside 1e-5..0.1, fail when a layer is above 1.\n\n"
+    "[bold]input_independent[/]: 100 steps on the real inputs and on zeroed inputs; the real ones must end with "
+    "a validation loss at least 2% lower.\n\n"
+    "[bold]overfit_small[/]: 8 minibatches (at most 1000 examples), regularisation, dropout and augmentation off, "
+    "up to 3000 iterations: pass at 99% training accuracy (regression: loss below 10% of predicting the mean), "
+    "warn at 90% (30%); on failure the loss curve names the cause and LRs 10x, 100x, ... away are retried.\n\n"
+    "Writes runs/<time>-<name>-sanity/: sanity.csv, layers.csv, overfit.csv, summary.json, overfit.png, "
+    "layers.png.\n\n"
+    "Exit code 0: every check passed (warnings allowed unless --strict); 1: a check failed; 2: usage or recipe "
+    "error.\n\n"
+    "Example: dlrecipe sanity recipes/digits_mlp.toml --set model.init=normal --json"
+)
+
+
+@app.command(help=SANITY_HELP)
+def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+           runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
+           strict: Annotated[bool, typer.Option(help="warnings fail too (exit code 1)")] = False,
+           json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout and nothing "
+                                                  "else there (progress goes to stderr)")] = False,
+           only: Annotated[str | None, typer.Option(metavar="CHECK,...", help="run a subset: init_loss, "
+                                                    "gradient_check, layer_health, update_ratio, input_independent, "
+                                                    "overfit_small")] = None,
+           overfit_batches: Annotated[int, typer.Option(min=1, help="overfit_small: minibatches in the sample "
+                                                        "(at most 1000 examples)")] = 8,
+           overfit_steps: Annotated[int, typer.Option(min=1, help="overfit_small: iteration budget per LR "
+                                                      "tried")] = 3000,
+           ) -> None:
+    def body():
+        from rich.table import Table
+
+        from .sanity import parse_only, run_sanity
+
+        names = parse_only(only)  # a bad --only is a usage error before any work
+        r = _load(recipe, sets, seed)
+        say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
+        result = run_sanity(r, device=device, runs_dir=runs_dir, only=names, overfit_batches=overfit_batches,
+                            overfit_steps=overfit_steps, progress=say)
+        if json_out:
+            sys.stdout.write(result.to_json() + "\n")
+            return result.exit_code(strict)
+        table = Table(title=f"{r.name}: sanity", title_justify="left", show_lines=True)
+        for col in ("check", "status", "observed", "expected", "advice"):
+            table.add_column(col, overflow="fold")
+        for c in result.checks:
+            table.add_row(c.check, SANITY_STATUS[c.status], c.observed, c.expected, c.advice)
+        console.print(table)
+        colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.status]
+        console.print(f"[{colour}]{result.verdict}[/]", highlight=False, soft_wrap=True)
+        console.print(f"run folder: {result.run_dir} ({result.seconds:.1f} s)", highlight=False)
+        return result.exit_code(strict)
+    _guard(debug, body)
+
+
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
     """Check a recipe without running anything: keys, types, ranges, component names, data source.
