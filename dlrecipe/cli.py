@@ -90,6 +90,90 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
     _guard(debug, body)
 
 
+@app.command()
+def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+           runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
+           jobs: Annotated[int, typer.Option(help="worker processes here, each with torch threads = cores / N")] = 1,
+           prune: Annotated[str, typer.Option(help="stop hopeless coarse trials early: none, median or "
+                                                   "successive-halving")] = "none",
+           seeds: Annotated[int, typer.Option(help="rerun the selected configuration with N seeds (variance)")] = 1,
+           ensemble: Annotated[int, typer.Option(help="also test the average of the top-K snapshots")] = 1,
+           from_lr_find: Annotated[Path | None, typer.Option(help="lr-find run folder: centre the default LR "
+                                                                  "range on its recommendation")] = None,
+           storage: Annotated[str | None, typer.Option(help="Optuna storage shared by workers: postgresql://... "
+                                                           "(several machines) or a journal file (default: "
+                                                           "study.journal in the run folder)")] = None,
+           study: Annotated[str | None, typer.Option(help="study name in --storage (default: the run folder's "
+                                                         "name)")] = None,
+           worker: Annotated[bool, typer.Option(help="join the existing study --study in --storage and run "
+                                                     "trials until none is left")] = False,
+           resume: Annotated[Path | None, typer.Option(help="continue the killed search in this run folder")] = None,
+           ) -> None:
+    """Steps 4 and 5: coarse random search (trials x coarse_epochs), then fine trials narrowed around the top-k
+    (fine_epochs, early stopping, LR halving); the best fine snapshot is tested once.
+
+    The space is the recipe's [search] table (default: LR log-uniform over two decades, weight decay
+    {0, 1e-5, 1e-4}). Writes runs/<time>-<name>-search/: trials.csv, trials/<n>/metrics.csv, summary.json,
+    model.pt (selected), search_params.png, search_curves.png, study.journal.
+
+    Example: dlrecipe search recipes/digits_mlp.toml --jobs 2 --ensemble 3
+    """
+    def body():
+        from rich.table import Table
+
+        from . import search as S
+
+        r = _load(recipe, sets, seed)
+        if worker:
+            if not (storage and study):
+                raise UserError("--worker needs --storage URL and --study NAME (the search to join)")
+            run_dir, n = S.join(r, storage=storage, study=study, device=device, runs_dir=runs_dir, quiet=quiet)
+            console.print(f"ran {n} trials of study {study!r}\nrun folder: {run_dir}", highlight=False)
+            return 0
+        if resume is not None:
+            if storage or study:
+                raise UserError("--resume takes the storage and study from the run folder: drop --storage/--study")
+            result = S.resume(resume, recipe=r, device=device, jobs=jobs, quiet=quiet)
+        else:
+            result = S.search(r, device=device, runs_dir=runs_dir, jobs=jobs, prune=prune, seeds=seeds,
+                              ensemble=ensemble, storage=storage, study=study, from_lr_find=from_lr_find,
+                              quiet=quiet)
+        s, monitor = result.summary, result.summary["monitor"]
+        keys = list(s["space"])
+        table = Table(title=f"{r.name}: leaderboard ({sum(s['trials'].values())} trials, "
+                      + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + ")", title_justify="left")
+        for col in ["#", "stage", *keys, f"best {monitor}", "epochs", "state", "seconds"]:
+            table.add_column(col, justify="left" if col in ("stage", "state") else "right")
+        order = sorted((x for x in result.trials if not x["retried"]), key=lambda x: (
+            x["state"] != "complete", x["stage"] != "fine",
+            -(x[f"best_{monitor}"] or 0) if monitor == "val_acc" else (x[f"best_{monitor}"] or float("inf"))))
+        for x in order[:10]:
+            table.add_row(str(x["number"]), x["stage"], *[fmt(x[k]) for k in keys], fmt(x[f"best_{monitor}"]),
+                          fmt(x["epochs_run"]), x["state"], fmt(x["seconds"], 2))
+        console.print(table)
+        for line in s.get("warnings", []):
+            err.print(f"[yellow]warning:[/] {line}", highlight=False)
+        if s["status"] != "completed":
+            console.print(f"{s['reason']}\nrun folder: {result.run_dir}", highlight=False)
+            return 1
+        lines = [f"selected: trial {s['selected_trial']} ({s['selected_stage']}) "
+                 + " ".join(f"{k}={fmt(v)}" for k, v in s["best_params"].items()),
+                 f"validation {monitor} {fmt(s.get('best_' + monitor))}   test loss {fmt(s.get('test_loss'))}"
+                 + (f"   test acc {fmt(s.get('test_acc'))}" if "test_acc" in s else "")]
+        if "ensemble" in s:
+            e = s["ensemble"]
+            lines.append(f"ensemble of {e['k']} (trials {', '.join(map(str, e['trials']))}): test loss "
+                         f"{fmt(e.get('test_loss'))}" + (f"   test acc {fmt(e.get('test_acc'))}" if "test_acc" in e
+                                                          else ""))
+        if "seeds" in s:
+            sd = s["seeds"]
+            lines.append(f"{len(sd['runs'])} seeds: " + "   ".join(
+                f"{k} {fmt(v['mean'])} ± {fmt(v['std'], 2)}" for k, v in sd.items() if k != "runs"))
+        console.print("\n".join(lines) + f"\nrun folder: {result.run_dir}", highlight=False)
+        return 0
+    _guard(debug, body)
+
+
 def _lr_find_help() -> str:
     from . import lr_find as L
 

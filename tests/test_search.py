@@ -1,0 +1,320 @@
+"""dlrecipe search: space validation, narrowing, divergence, SIGKILL + resume, --jobs, and two workers on PostgreSQL."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from dlrecipe.cli import app
+from dlrecipe.errors import RecipeError, UserError
+from dlrecipe.search import Dist, edge_warnings, narrow, open_storage, parse_space, read_lr_find
+
+from .conftest import small_recipe
+
+runner = CliRunner()
+FINISHED = {"complete", "pruned", "diverged", "failed"}
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: no thread oversubscription on a small CI box
+
+
+def space_of(**table):
+    return parse_space(small_recipe(**{"search.space": table}))
+
+
+def write_recipe(path: Path, *, trials: int, fine: int, epochs: int = 2, batch_size: int = 16,
+                 source: str = "iris", space: str = "") -> Path:
+    """A recipe file for the subprocess tests (a small batch makes a trial take a measurable time)."""
+    path.write_text(f"""
+name = "s"
+[data]
+source = "{source}"
+batch_size = {batch_size}
+[model]
+hidden = [32]
+[train]
+lr = 0.05
+momentum = 0.9
+[search]
+trials = {trials}
+coarse_epochs = {epochs}
+fine_trials = {fine}
+fine_epochs = {epochs}
+top_k = 2
+{space}
+""")
+    return path
+
+
+def slot_counts(rows: pd.DataFrame) -> pd.Series:
+    """How many finished (not superseded) trials each (stage, slot) has: exactly 1 everywhere."""
+    done = rows[rows.state.isin(FINISHED) & ~rows.reason.fillna("").str.contains("retried as")]
+    return done.groupby(["stage", "slot"]).size()
+
+
+# ---------------------------------------------------------------------------------------------------- the space
+
+@pytest.mark.parametrize("table, message", [
+    ({"train.lr": {"log_uniform": [0.1, 0.01]}}, "low must be smaller than high (low=0.1, high=0.01)"),
+    ({"train.lr": {"uniform": [0.5, 0.5]}}, "low must be smaller than high (low=0.5, high=0.5)"),
+    ({"train.weight_decay": {"log_uniform": [0, 1e-3]}}, "larger than 0 for a log range (low=0, high=0.001)"),
+    ({"train.lrr": {"uniform": [0.1, 0.2]}}, "unknown key train.lrr; did you mean 'train.lr'?"),
+    ({"train.lr": {"gauss": [0.1, 0.2]}}, "expected one of {log_uniform"),
+    ({"train.lr": {"uniform": [0.1]}}, "expected two numbers [low, high]"),
+    ({"train.lr": {"uniform": [-1.0, 0.1]}}, "train.lr = -1.0 is out of range"),
+    ({"model.dropout": {"uniform": [0, 1]}}, "model.dropout = 1.0 is out of range: allowed >= 0 and < 1"),
+    ({"model.activation": {"choice": ["relu", "relux"]}}, "model.activation = 'relux' is unknown"),
+    ({"model.activation": {"choice": []}}, "expected a non-empty list"),
+    ({"data.batch_size": {"uniform": [8, 64]}}, "data.batch_size is a int key: use {int = [low, high]}"),
+    ({"train.lr": {"int": [1, 4]}}, "int ranges need an integer key"),
+    ({"train.epochs": {"int": [1, 4]}}, "train.epochs is set by each stage"),
+    ({"search.trials": {"int": [1, 4]}}, "cannot be searched"),
+])
+def test_bad_spaces_are_recipe_errors_that_quote_the_values(table, message):
+    with pytest.raises(RecipeError) as e:
+        space_of(**table)
+    assert message in str(e.value)
+    assert str(e.value).startswith(f'search.space."{next(iter(table))}"')
+
+
+def test_good_space_parses_every_kind():
+    space = space_of(**{"train.lr": {"log_uniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0, 0.5]},
+                        "data.batch_size": {"int": [8, 64]}, "model.hidden": {"choice": [[16], [32, 32]]}})
+    assert space["train.lr"] == Dist("train.lr", "log_uniform", 1e-4, 1e-1)
+    assert space["data.batch_size"].kind == "int"
+    assert space["model.hidden"].decode("[32, 32]") == [32, 32]
+
+
+def test_default_space_is_two_decades_of_lr_and_the_lectures_weight_decays(tmp_path):
+    space = parse_space(small_recipe(**{"train.lr": 0.05}))
+    assert space["train.lr"].low == pytest.approx(0.005) and space["train.lr"].high == pytest.approx(0.5)
+    assert space["train.lr"].log
+    assert space["train.weight_decay"].choices == (0.0, 1e-5, 1e-4)
+    (tmp_path / "summary.json").write_text(json.dumps({"recommended_lr": 0.02}))
+    assert parse_space(small_recipe(), read_lr_find(tmp_path))["train.lr"].high == pytest.approx(0.2)
+    (tmp_path / "summary.json").write_text(json.dumps({"recommended_lr": 0.02, "search_range": [0.003, 0.09]}))
+    lr = parse_space(small_recipe(), read_lr_find(tmp_path))["train.lr"]
+    assert (lr.low, lr.high) == (0.003, 0.09)
+    with pytest.raises(UserError, match="no summary.json"):
+        read_lr_find(tmp_path / "nothing")
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    with pytest.raises(UserError, match="no recommended_lr"):
+        read_lr_find(tmp_path)
+
+
+def test_narrowing_works_in_log_space_and_keeps_the_top_values():
+    space = space_of(**{"train.lr": {"log_uniform": [1e-4, 1.0]}, "data.batch_size": {"int": [8, 128]},
+                        "train.weight_decay": {"choice": [0, 1e-4]}})
+    top = [{"train.lr": 1e-3, "data.batch_size": 32, "train.weight_decay": 0},
+           {"train.lr": 1e-2, "data.batch_size": 40, "train.weight_decay": 0}]
+    fine = narrow(space, top)
+    lr = fine["train.lr"]
+    # span 1e-3..1e-2 is one decade; padding max(0.25 decade, 10% of 4 decades = 0.4 decade) each side
+    assert lr.low == pytest.approx(10 ** -3.4) and lr.high == pytest.approx(10 ** -1.6)
+    assert fine["data.batch_size"].low <= 32 and fine["data.batch_size"].high >= 40
+    assert fine["data.batch_size"].high - fine["data.batch_size"].low < 120
+    assert fine["train.weight_decay"] == space["train.weight_decay"]  # choices stay whole
+    edge = narrow(space, [{"train.lr": 0.9}])["train.lr"]
+    assert edge.high == 1.0 and edge.low == pytest.approx(10 ** (math.log10(0.9) - 0.4))
+
+
+def test_edge_warnings_say_which_way_to_widen():
+    space = space_of(**{"train.lr": {"log_uniform": [1e-4, 1.0]}, "model.dropout": {"uniform": [0, 0.5]}})
+    lines = edge_warnings(space, {"train.lr": 0.8, "model.dropout": 0.25})
+    assert len(lines) == 1 and "train.lr" in lines[0] and "high edge" in lines[0] and "above" in lines[0]
+    assert "low edge" in edge_warnings(space, {"train.lr": 1.2e-4, "model.dropout": 0.25})[0]
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+
+def test_cli_bad_space_is_one_line_exit_2_and_no_run_folder(tmp_path):
+    recipe = write_recipe(tmp_path / "r.toml", trials=2, fine=0,
+                          space='space."train.lr" = {log_uniform = [0, 0.1]}')
+    res = runner.invoke(app, ["search", str(recipe), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert "low must be larger than 0 for a log range (low=0, high=0.1)" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prune", "medain"], "did you mean 'median'"),
+    (["--jobs", "0"], "--jobs 0 is not allowed"),
+    (["--worker"], "--worker needs --storage URL and --study NAME"),
+    (["--resume", "nowhere"], "not a dlrecipe search run folder"),
+])
+def test_cli_bad_options_exit_2(tmp_path, args, message):
+    recipe = write_recipe(tmp_path / "r.toml", trials=2, fine=0)
+    res = runner.invoke(app, ["search", str(recipe), "--runs-dir", str(tmp_path / "runs"), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------------------------------- searching
+
+def test_a_diverging_trial_never_stops_the_search(tmp_path):
+    recipe = write_recipe(tmp_path / "r.toml", trials=6, fine=2,
+                          space='space."train.lr" = {choice = [0.05, 1e8]}')
+    res = runner.invoke(app, ["search", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert res.exit_code == 0, res.output
+    run = next((tmp_path / "runs").glob("*-s-search"))
+    rows = pd.read_csv(run / "trials.csv")
+    diverged = rows[rows.state == "diverged"]
+    assert len(diverged) >= 1 and (diverged["train.lr"] == 1e8).all()
+    assert diverged.reason.str.contains("NaN/Inf").all()
+    assert len(rows) == 8 and rows.state.isin(FINISHED).all()  # every slot ran after the divergence
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best_params"]["train.lr"] == 0.05
+    assert summary["trials"]["diverged"] == len(diverged)
+    for n in rows.number:  # every trial's curve, including the diverged ones
+        assert (run / "trials" / str(n) / "metrics.csv").is_file()
+    assert (run / "search_params.png").stat().st_size > 0 and (run / "search_curves.png").stat().st_size > 0
+    assert "leaderboard" in res.output and "selected: trial" in res.output
+
+
+def test_jobs_seeds_ensemble_and_pruning(tmp_path):
+    """Two worker processes share the journal; the selected config is rerun with 2 seeds; top-3 ensemble."""
+    from dlrecipe.search import search
+
+    recipe = small_recipe(**{"search.trials": 8, "search.coarse_epochs": 4, "search.fine_trials": 2,
+                             "search.fine_epochs": 4})
+    result = search(recipe, runs_dir=tmp_path, jobs=2, prune="successive-halving", seeds=2, ensemble=3)
+    s, rows = result.summary, pd.DataFrame(result.trials)
+    assert s["status"] == "completed" and len(rows) == 10
+    assert (slot_counts(rows) == 1).all() and len(slot_counts(rows)) == 10
+    assert s["trials"]["pruned"] >= 1  # successive halving keeps only the best third at each rung
+    assert set(rows[rows.state == "pruned"].stage) == {"coarse"}  # the fine stage early-stops instead
+    assert s["selected_stage"] == "fine" and 0 <= s["test_acc"] <= 1
+    assert s["ensemble"]["k"] == 3 and 0 <= s["ensemble"]["test_acc"] <= 1
+    assert [r["seed"] for r in s["seeds"]["runs"]] == [0, 1] and "mean" in s["seeds"]["test_acc"]
+    assert (result.run_dir / "model.pt").is_file() and (result.run_dir / "study.journal").is_file()
+    import optuna
+
+    study = optuna.load_study(study_name=s["study"], storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(result.run_dir / "study.journal"))))
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # both worker processes ran trials, the leader none
+
+
+def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
+    """SIGKILL a search after some trials; --resume keeps them, reruns the one left running, completes the count."""
+    recipe = write_recipe(tmp_path / "r.toml", trials=10, fine=2, epochs=2, batch_size=16, source="digits")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "dlrecipe", "search", str(recipe), "--runs-dir", str(runs), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
+    deadline, before = time.monotonic() + 120, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        csv = list(runs.glob("*-s-search/trials.csv"))
+        if csv:
+            rows = pd.read_csv(csv[0])
+            if (rows.state == "complete").sum() >= 3:
+                before = rows[rows.state == "complete"]
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = next(runs.glob("*-s-search"))
+    assert not (run / "summary.json").exists()
+
+    res = runner.invoke(app, ["search", str(recipe), "--resume", str(run), "-q"])
+    assert res.exit_code == 0, res.output
+    after = pd.read_csv(run / "trials.csv")
+    kept = after.set_index("number").loc[before.number]
+    assert (kept.state == "complete").all()
+    assert kept.best_val_loss.tolist() == pytest.approx(before.best_val_loss.tolist())  # not rerun
+    counts = slot_counts(after)
+    assert (counts == 1).all() and len(counts) == 12  # all 10 coarse + 2 fine slots, each once
+    assert after.state.isin(FINISHED).all()
+    left = after[after.reason.fillna("").str.contains("left running")]
+    assert len(left) <= 1  # the trial the kill interrupted, queued again under a new number
+    if len(left):
+        assert "retried as trial" in left.reason.iloc[0]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+# ---------------------------------------------------------------------------------------------------- PostgreSQL
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on a free localhost port (as `nobody` when we are root: postgres refuses root)."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does)")
+    pytest.importorskip("psycopg2")
+    root = Path(tempfile.mkdtemp(prefix="dlrecipe-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "nobody")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data, port = root / "data", _free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], check=True, capture_output=True, text=True)
+    run(bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync")
+    run(bin_dir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
+    """A --worker and the leader join one study: together they run exactly the requested trials, none twice."""
+    import optuna
+
+    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
+    base = [sys.executable, "-m", "dlrecipe", "search", str(recipe), "--storage", postgres, "--study", "shared"]
+    worker = subprocess.Popen([*base, "--worker", "--runs-dir", str(tmp_path / "w")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    lines = [worker.stderr.readline() for _ in range(1)]
+    while "waiting for study 'shared'" not in lines[-1] and lines[-1] and len(lines) < 50:
+        lines.append(worker.stderr.readline())  # (skipping any library warning)
+    assert "waiting for study 'shared'" in lines[-1], lines  # the worker is up before the study exists
+    leader = subprocess.Popen([*base, "-q", "--runs-dir", str(tmp_path / "l")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    _, err_l = leader.communicate(timeout=240)
+    _, err_w = worker.communicate(timeout=60)
+    assert leader.returncode == 0, err_l
+    assert worker.returncode == 0, err_w
+
+    study = optuna.load_study(study_name="shared", storage=open_storage(postgres))
+    trials = study.trials
+    assert len(trials) == 10 and all(t.state.is_finished() for t in trials)
+    slots = sorted((t.user_attrs["stage"], t.user_attrs["slot"]) for t in trials)
+    assert slots == sorted([("coarse", i) for i in range(8)] + [("fine", i) for i in range(2)])  # none twice
+    by_pid = pd.Series([t.user_attrs["pid"] for t in trials]).value_counts()
+    assert set(by_pid.index) == {leader.pid, worker.pid}  # both processes ran trials
+    worker_run = next((tmp_path / "w").glob("*-search-worker"))
+    ran_there = {t.number for t in trials if t.user_attrs["pid"] == worker.pid}
+    assert {int(p.name) for p in (worker_run / "trials").iterdir()} == ran_there
+    assert json.loads((worker_run / "summary.json").read_text())["trials_run"] == len(ran_there)
+    leader_run = next((tmp_path / "l").glob("*-s-search"))
+    rows = pd.read_csv(leader_run / "trials.csv")
+    assert len(rows) == 10 and rows.state.isin(FINISHED).all() and rows.number.is_unique
+    for n in rows.number:  # the leader has every trial's curve, from the study for the worker's trials
+        assert (leader_run / "trials" / str(n) / "metrics.csv").is_file()
+    assert "postgres@127.0.0.1" in json.loads((leader_run / "summary.json").read_text())["storage"]
