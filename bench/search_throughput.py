@@ -4,8 +4,11 @@ Run: python bench/search_throughput.py [--trials 24] [--epochs 3] [--hidden 512]
 
 Every measurement runs the same trials: digits, an MLP hidden-hidden (ReLU) with SGD + momentum 0.9, LR
 log-uniform over [0.005, 0.5] and weight decay from {0, 1e-5, 1e-4}, drawn by Optuna's RandomSampler, `--epochs`
-epochs each, no fine stage. The default model is wider than recipes/digits_mlp.toml's so that a trial takes a
-few tenths of a second, as real trials take seconds: with 0.03 s trials only start-up costs would be measured. The pairs are measured in the same run, one after the other (with --repeats, interleaved, median kept).
+epochs each, no fine stage, no early stopping or LR halving. The hand-written loop runs exactly the parameters
+dlrecipe's seeded sampler drew (enqueued into its study); both stop a trial at its first NaN/Inf loss. The default
+model is wider than recipes/digits_mlp.toml's so that a trial takes a few tenths of a second (real trials take
+seconds or more; with 0.03 s trials only start-up costs would be measured). The pairs are measured in the same
+run, one after the other (with --repeats, interleaved, median kept).
 dlrecipe's time is the whole command: run folder, journal storage, per-trial CSV logs and snapshots, the final
 test and the plots; the hand loop keeps nothing but the best validation loss.
 """
@@ -24,21 +27,24 @@ from torch import nn
 SPACE = '{"train.lr" = {log_uniform = [0.005, 0.5]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 
 
-def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size: int) -> float:
-    """Seconds for `dlrecipe search recipes/digits_mlp.toml` with `trials` coarse trials and no fine stage."""
+def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size: int) -> tuple[float, list[dict]]:
+    """Seconds for `dlrecipe search recipes/digits_mlp.toml` with `trials` coarse trials, and their parameters."""
     from dlrecipe.recipe import load
     from dlrecipe.search import search
 
     recipe = load("recipes/digits_mlp.toml", [f"search.space={SPACE}", f"search.trials={trials}",
                                               f"search.coarse_epochs={epochs}", "search.fine_trials=0",
-                                              f"model.hidden=[{hidden}, {hidden}]", f"data.batch_size={batch_size}"])
+                                              f"model.hidden=[{hidden}, {hidden}]", f"data.batch_size={batch_size}",
+                                              "train.patience=0", "train.lr_halving=0"])
     with tempfile.TemporaryDirectory() as runs:
         t0 = time.perf_counter()
-        search(recipe, runs_dir=runs, jobs=jobs, quiet=True)
-        return time.perf_counter() - t0
+        result = search(recipe, runs_dir=runs, jobs=jobs, quiet=True)
+        seconds = time.perf_counter() - t0
+    keys = ("train.lr", "train.weight_decay")
+    return seconds, [{k: r[k] for k in keys} for r in sorted(result.trials, key=lambda r: r["number"])]
 
 
-def hand_written(trials: int, epochs: int, hidden: int, batch_size: int) -> float:
+def hand_written(params: list[dict], epochs: int, hidden: int, batch_size: int) -> float:
     """Seconds for the same trials written directly against Optuna and PyTorch (what dlrecipe replaces)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -64,7 +70,10 @@ def hand_written(trials: int, epochs: int, hidden: int, batch_size: int) -> floa
             model.train()
             for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
                 opt.zero_grad()
-                loss_fn(model(x_tr[idx]), y_tr[idx]).backward()
+                loss = loss_fn(model(x_tr[idx]), y_tr[idx])
+                if not torch.isfinite(loss):
+                    return float("nan")  # diverged: stop at once, as dlrecipe does
+                loss.backward()
                 opt.step()
             model.eval()
             with torch.no_grad():
@@ -72,9 +81,11 @@ def hand_written(trials: int, epochs: int, hidden: int, batch_size: int) -> floa
             best = min(best, val) if np.isfinite(val) else best
         return best if np.isfinite(best) else float("nan")
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # (a NaN trial is a warning)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(objective, n_trials=trials)
+    for p in params:  # the same trials dlrecipe ran
+        study.enqueue_trial(p)
+    study.optimize(objective, n_trials=len(params))
     return time.perf_counter() - t0
 
 
@@ -97,9 +108,10 @@ def main() -> None:
     warm_up()
     runs = {"hand": [], "jobs1": [], "jobs2": []}
     for _ in range(a.repeats):
-        runs["hand"].append(hand_written(a.trials, a.epochs, a.hidden, a.batch_size))
-        runs["jobs1"].append(dlrecipe_search(a.trials, a.epochs, 1, a.hidden, a.batch_size))
-        runs["jobs2"].append(dlrecipe_search(a.trials, a.epochs, 2, a.hidden, a.batch_size))
+        seconds, params = dlrecipe_search(a.trials, a.epochs, 1, a.hidden, a.batch_size)
+        runs["jobs1"].append(seconds)
+        runs["hand"].append(hand_written(params, a.epochs, a.hidden, a.batch_size))
+        runs["jobs2"].append(dlrecipe_search(a.trials, a.epochs, 2, a.hidden, a.batch_size)[0])
     per_min = {k: 60 * a.trials / statistics.median(v) for k, v in runs.items()}
     print(f"{a.trials} trials x {a.epochs} epochs on digits, MLP {a.hidden}-{a.hidden}, batch {a.batch_size}, "
           f"torch threads {torch.get_num_threads()}, median of {a.repeats} (seconds: "

@@ -244,6 +244,29 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkeypatch):
+    """A lost machine: its trial is failed after the grace period and queued again with the same slot and params."""
+    import optuna
+
+    import dlrecipe.search as S
+
+    monkeypatch.setattr(S, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(S, "GRACE_S", 2)
+    storage = S.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=storage, study_name="x")
+    study.enqueue_trial({}, user_attrs={"stage": "coarse", "slot": 0})
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("x"), 0)
+    assert storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
+    lr = optuna.trial.Trial(study, trial_id).suggest_float("train.lr", 1e-3, 1e-1, log=True)
+    storage.record_heartbeat(trial_id)  # ... and then the machine is gone
+    time.sleep(3.5)
+    optuna.storages.fail_stale_trials(study)
+    lost, again = study.get_trials()
+    assert lost.state == optuna.trial.TrialState.FAIL
+    assert again.state == optuna.trial.TrialState.WAITING and again.params == {"train.lr": lr}
+    assert again.user_attrs == {"stage": "coarse", "slot": 0, "retry_of": 0}
+
+
 # ---------------------------------------------------------------------------------------------------- PostgreSQL
 
 def _pg_bin() -> Path | None:
