@@ -111,7 +111,8 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
+        preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
+        targets: list[torch.Tensor] = []
         seen = 0
         for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
             if max_batches is not None and step >= max_batches:
@@ -132,7 +133,8 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             if task == "classification":
-                correct += (out.detach().argmax(dim=1) == yb).sum()
+                preds.append(out.detach())
+                targets.append(yb)
             seen += len(idx)
             if on_step is not None:
                 on_step(len(idx))
@@ -141,6 +143,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         train_loss = float(loss_sum) / max(seen, 1)
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
         if task == "classification":
+            correct = (torch.cat(preds).argmax(dim=1) == torch.cat(targets)).sum() if preds else 0
             row["train_acc"] = float(correct) / max(seen, 1)
         if math.isfinite(train_loss):
             val = evaluate(model, x_val, y_val, task, loss_fn, eval_bs)

@@ -169,9 +169,17 @@ def build_model(recipe, data, *, seed: int | None = None) -> nn.Module:
     torch.manual_seed(recipe["seed"] if seed is None else seed)
     builder: Callable = MODEL_KINDS[cfg["kind"]].build
     model = builder(data.input_shape, data.num_outputs, cfg)
-    if cfg["kind"] != "python" or cfg["init"] != "auto":  # a python model with init auto keeps its own init
-        prior = output_prior(data) if cfg["output_bias"] == "prior" else None
+    prior = output_prior(data) if cfg["output_bias"] == "prior" else None
+    if cfg["kind"] != "python" or cfg["init"] != "auto":
         initialise(model, cfg, prior)
+    elif prior is not None:  # a python model with init auto keeps its own init, but the prior still applies
+        layers = weight_layers(model)
+        out = layers[-1] if layers else None
+        if out is None or out.bias is None or out.bias.shape != prior.shape:
+            raise RecipeError(f"model.output_bias = 'prior' needs the factory's last Linear/Conv layer to have a "
+                              f"bias of size {prior.numel()}")
+        with torch.no_grad():
+            out.bias.copy_(prior.to(out.bias.dtype))
     return model
 
 

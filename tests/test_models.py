@@ -290,6 +290,16 @@ def test_python_factory_with_a_named_init_is_reinitialised(factory_module):
     torch.testing.assert_close(last.bias.double(), torch.log(counts / counts.sum()), rtol=0, atol=1e-6)
 
 
+def test_python_factory_with_auto_init_still_gets_the_prior_bias(factory_module):
+    recipe = recipe_of("iris", model__kind="python", model__factory=f"{factory_module}:make",
+                       model__output_bias="prior")
+    data = load_data(recipe)
+    first, last = models.weight_layers(models.build_model(recipe, data))
+    assert torch.all(first.weight == torch.tensor(0.123))  # the user's init is kept ...
+    counts = torch.bincount(data.y_train, minlength=3).double()
+    torch.testing.assert_close(last.bias.double(), torch.log(counts / counts.sum()), rtol=0, atol=1e-6)  # the prior set
+
+
 @pytest.mark.parametrize("factory, message", [
     ("no_such_module_dlrecipe_test:make", "cannot be imported"),
     ("{mod}:no_such_function", "cannot be imported"),
