@@ -518,20 +518,18 @@ def judge_layers(rows: list[dict], x_rms: float) -> tuple[str, str, str]:
             problems.append(("fail", f"activations of layer {r['layer']} have std {r['act_std']:.3g}: they explode"
                                      + (norm_hint or "; scale the init down (model.init = 'auto')")))
             break
-    for r in hidden:
-        if r["saturated"] > SATURATED_WARN:
-            status = "fail" if r["saturated"] > SATURATED_FAIL else "warn"
-            problems.append((status, f"{r['saturated']:.0%} of the {r['activation']} activations of layer "
-                                     f"{r['layer']} are saturated before the first update: scale down the init "
-                                     f"(model.init = 'xavier_normal') or normalise the inputs" + norm_hint))
-            break
-    for r in hidden:
-        if r["dead"] > DEAD_WARN:
-            status = "fail" if r["dead"] > DEAD_FAIL else "warn"
-            problems.append((status, f"{r['dead']:.0%} of the ReLU units of layer {r['layer']} are dead (0 for the "
-                                     f"whole batch): use He init (model.init = 'auto'), centre the inputs, or try "
-                                     f"leaky_relu" + norm_hint))
-            break
+    messages = {  # column: (warn above, fail above, what it means and what to do)
+        "saturated": (SATURATED_WARN, SATURATED_FAIL, ("of the {activation} activations of layer {layer} are "
+                      "saturated before the first update: scale down the init (model.init = 'xavier_normal') or "
+                      "normalise the inputs")),
+        "dead": (DEAD_WARN, DEAD_FAIL, ("of the ReLU units of layer {layer} are dead (0 for the whole batch): use He "
+                 "init (model.init = 'auto'), centre the inputs, or try leaky_relu")),
+    }
+    for column, (warn, fail, text) in messages.items():
+        r = next((r for r in hidden if r[column] > warn), None)  # the first layer over the threshold
+        if r is not None:
+            problems.append(("fail" if r[column] > fail else "warn",
+                             f"{r[column]:.0%} " + text.format(**r) + norm_hint))
     if len(hidden) >= 2 and hidden[0]["act_std"] > 0:
         ratio = hidden[-1]["act_std"] / hidden[0]["act_std"]
         if ratio < COLLAPSE_WARN:
