@@ -119,8 +119,6 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
     Example: dlrecipe search recipes/digits_mlp.toml --jobs 2 --ensemble 3
     """
     def body():
-        from rich.table import Table
-
         from . import search as S
 
         r = _load(recipe, sets, seed)
@@ -139,17 +137,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
                               ensemble=ensemble, storage=storage, study=study, from_lr_find=from_lr_find,
                               quiet=quiet)
         s, monitor = result.summary, result.summary["monitor"]
-        keys = list(s["space"])
-        table = Table(title=f"{r.name}: leaderboard ({sum(s['trials'].values())} trials, "
-                      + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + ")", title_justify="left")
-        for col in ["#", "stage", *keys, f"best {monitor}", "epochs", "state", "seconds"]:
-            table.add_column(col, justify="left" if col in ("stage", "state") else "right")
-        order = sorted((x for x in result.trials if not x["retried"]), key=lambda x: (
-            x["state"] != "complete", x["stage"] != "fine",
-            -(x[f"best_{monitor}"] or 0) if monitor == "val_acc" else (x[f"best_{monitor}"] or float("inf"))))
-        for x in order[:10]:
-            table.add_row(str(x["number"]), x["stage"], *[fmt(x[k]) for k in keys], fmt(x[f"best_{monitor}"]),
-                          fmt(x["epochs_run"]), x["state"], fmt(x["seconds"], 2))
+        table = S.leaderboard(result, title=f"{r.name}: leaderboard")
         console.print(table)
         for line in s.get("warnings", []):
             err.print(f"[yellow]warning:[/] {line}", highlight=False)
@@ -337,9 +325,13 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
     Example: dlrecipe validate recipes/digits_mlp.toml --set model.activation=tanh
     """
     def body():
+        from .search import parse_space
+
         r = _load(recipe, sets, None)
+        space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
+        searched = f", searches {', '.join(space)}" if space else ""
         console.print(f"[green]ok[/]: {recipe} ({r.name}: {r['task']}, data {r['data.source']}, "
-                      f"model {r['model.kind']}, optimizer {r['train.optimizer']})", highlight=False)
+                      f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})", highlight=False)
     _guard(debug, body)
 
 
@@ -378,6 +370,66 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     for r in rows:
         table.add_row(r["run"], r["name"], r["command"], r["status"], fmt(r["best_val"]), fmt(r["test"]), r["date"])
     console.print(table)
+
+
+RUN_HELP = (
+    "The whole recipe, each step feeding the next: [bold]sanity[/] (stop on a failed check), [bold]lr-find[/] "
+    "(recommended LR and range), [bold]search[/] (coarse random trials, then refined longer ones, LR from "
+    "lr-find's range; the selected model tested once on the test split), [bold]report[/] (curves, diagnosis, "
+    "every step's tables and figures).\n\n"
+    "Writes runs/<time>-<name>-run/ with 1-sanity/, 2-lr-find/, 3-search/ (each as its own command writes it), "
+    "steps.csv (one row per step), summary.json, report.md and report.html.\n\n"
+    "--budget MINUTES sizes the search from lr-find's measured seconds per update: trial counts and epochs are "
+    "scaled by the same factor (each by its square root; at least 4 coarse trials of 1 epoch and 1 fine trial "
+    "of 3 epochs) so that the planned epochs fit; a larger budget adds trials (up to 4x), never epochs. The plan "
+    "is in summary.json. Without --budget the recipe's [search] settings are used as written.\n\n"
+    "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
+    "model; 2: usage or recipe error.\n\n"
+    "Example: dlrecipe run recipes/mnist1d_mlp.toml --budget 10"
+)
+
+
+@app.command("run", help=RUN_HELP)
+def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+            runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
+            budget: Annotated[float | None, typer.Option(metavar="MINUTES", help="fit the whole run in about this "
+                                                         "many minutes (scales the search)")] = None,
+            force: Annotated[bool, typer.Option(help="go on after a failed sanity check")] = False,
+            jobs: Annotated[int, typer.Option(help="search worker processes, each with torch threads = cores / "
+                                                   "N")] = 1,
+            ) -> None:
+    def body():
+        from rich import box
+        from rich.table import Table
+
+        from .pipeline import run_recipe
+        from .report import sparkline
+
+        r = _load(recipe, sets, seed)
+        say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
+        res = run_recipe(r, device=device, runs_dir=runs_dir, budget_minutes=budget, force=force, jobs=jobs,
+                         say=say, quiet=quiet)
+        table = Table(title=f"{r.name}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
+                      show_lines=False)
+        for col, justify in (("step", "left"), ("status", "left"), ("result", "left"), ("s", "right")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for row in res.steps:
+            table.add_row(row["step"], row["status"], row["result"], f"{row['seconds']:.1f}")
+        console.print(table)
+        if res.report is not None:
+            for c in res.report.curves:
+                console.print(f"[bold]{c.label}[/] val_loss {sparkline(c.metrics['val_loss'], 40)}",
+                              highlight=False)
+                for f in c.findings:
+                    console.print(f"  [yellow]{f.code}[/]: {f.message}\n    next: {f.advice}", highlight=False)
+        s = res.summary
+        colour = "green" if s["status"] == "completed" else "bold red"
+        console.print(f"[{colour}]{s['status']}[/]: {s['reason']}", highlight=False, soft_wrap=True)
+        spent = f"{s['seconds']:.0f} s" + (f" of a {budget:g}-minute budget" if budget else "")
+        console.print(f"run folder: {res.run_dir} ({spent}); report: {res.run_dir / 'report.html'}",
+                      highlight=False)
+        return res.exit_code
+    _guard(debug, body)
 
 
 @app.command()

@@ -13,14 +13,16 @@ import numpy as np
 import pandas as pd
 
 DIVERGE_RISE = 1.5          # final train loss above 1.5x its start: the loss went up, not down
-BOUNCE_FRACTION = 0.4       # more than 40% of epochs raise the train loss: bouncing
+BOUNCE_FRACTION = 0.4       # more than 40% of epochs raise the train loss ...
+BOUNCE_MIN_RISE = 0.02      # ... each by more than 2% (smaller rises are the noise of a converged run): bouncing
 OVERFIT_VAL_RISE = 0.10     # val loss 10% above its minimum at the end while train loss kept falling
 OVERFIT_GAP = 0.05          # train acc - val acc at the end above 5 points
 UNDERFIT_TRAIN_ACC = 0.80   # train accuracy below 80% at the end ...
 FLAT_DROP = 0.05            # ... and the train loss fell less than 5% over the second half: underfitting
 STILL_IMPROVING_TAIL = 0.10  # best epoch in the last 10% of the epochs (or the last one) and val loss falling
 EARLY_BEST_HEAD = 0.10      # best epoch in the first 10% of at least 10 epochs
-NOISY_VAL = 0.15            # std of epoch-to-epoch val loss changes over 15% of its mean: noisy validation
+NOISY_VAL = 0.10            # val loss scatters around its moving average by > 10% of it (std): noisy validation
+NOISY_WINDOW = 5            # epochs in that centred moving average (the trend the scatter is measured from)
 MIN_EPOCHS = 4              # fewer epochs than this: too short to judge trends
 
 
@@ -38,8 +40,13 @@ def _best_epoch(m: pd.DataFrame) -> int:
     return int(m.loc[m["val_loss"].idxmin(), "epoch"])
 
 
-def diagnose(metrics: pd.DataFrame) -> list[Finding]:
-    """Findings for one run's per-epoch metrics; an empty list means the curves look healthy."""
+def diagnose(metrics: pd.DataFrame, mixed_train: bool = False) -> list[Finding]:
+    """Findings for one run's per-epoch metrics; an empty list means the curves look healthy.
+
+    mixed_train: the training metrics come from mixup batches (blended inputs and labels). Their loss and accuracy
+    measure the fit to the blends, which bounces with each batch's mixing weight and never reaches a clean fit:
+    the rules that read training curves (bouncing, underfitting, the train-validation gap) are skipped.
+    """
     m = metrics.reset_index(drop=True)
     if m.empty:
         return [Finding("no_data", "metrics.csv has no rows", "the run ended before its first epoch finished")]
@@ -54,8 +61,8 @@ def diagnose(metrics: pd.DataFrame) -> list[Finding]:
     if tl[-1] > DIVERGE_RISE * tl[0]:
         findings.append(Finding("lr_too_high", f"train loss rose from {tl[0]:.4g} to {tl[-1]:.4g}",
                                 "LR too high: divide it by 2 or more and run again"))
-    if n >= MIN_EPOCHS:
-        ups = float(np.mean(np.diff(tl) > 0))
+    if n >= MIN_EPOCHS and not mixed_train:
+        ups = float(np.mean(np.diff(tl) > BOUNCE_MIN_RISE * np.abs(tl[:-1])))
         if ups > BOUNCE_FRACTION and not findings:
             findings.append(Finding("lr_too_high", f"train loss went up in {ups:.0%} of the epochs (noisy, bouncing)",
                                     "decrease the LR (lecture 003: a bouncing loss means the LR is too high)"))
@@ -63,8 +70,8 @@ def diagnose(metrics: pd.DataFrame) -> list[Finding]:
         return findings
 
     best = _best_epoch(m)
-    has_acc = "train_acc" in m and "val_acc" in m
-    train_falling = tl[-1] < tl[best - 1]
+    has_acc = "train_acc" in m and "val_acc" in m and not mixed_train
+    train_falling = tl[-1] < tl[best - 1] or mixed_train
     val_rise = (vl[-1] - vl.min()) / max(abs(vl.min()), 1e-12)
     gap = float(m["train_acc"].iloc[-1] - m["val_acc"].iloc[-1]) if has_acc else math.nan
     if val_rise > OVERFIT_VAL_RISE and train_falling and best < n:
@@ -96,11 +103,12 @@ def diagnose(metrics: pd.DataFrame) -> list[Finding]:
         findings.append(Finding("early_best", f"best validation loss at epoch {best} of {n}",
                                 "the best epoch came very early: the LR may be too high, or training runs too long "
                                 "(lower train.patience / epochs)"))
-    steps = np.diff(vl)
-    noise = float(np.std(steps) / max(abs(np.mean(vl)), 1e-12))
+    trend = moving_average(vl, NOISY_WINDOW)  # the scatter around the trend, not the trend's own fall
+    noise = float(np.std((vl - trend) / np.maximum(np.abs(trend), 1e-12)))
     if noise > NOISY_VAL and not any(f.code in ("lr_too_high",) for f in findings):
-        findings.append(Finding("noisy_val", f"validation loss jumps by {noise:.0%} of its mean from epoch to epoch",
-                                "noisy validation: a larger validation split, a lower LR or a larger batch"))
+        findings.append(Finding("noisy_val", f"validation loss scatters by {noise:.0%} around its {NOISY_WINDOW}-epoch "
+                                f"moving average", "noisy validation: a larger validation split, a lower LR or a "
+                                "larger batch"))
     return findings
 
 

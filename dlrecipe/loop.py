@@ -70,6 +70,24 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     return out
 
 
+def _train_accuracy(preds: list[torch.Tensor], targets: list[torch.Tensor],
+                    mixed: list[tuple[int, torch.Tensor, float]], seen: int) -> float:
+    """Accuracy on the epoch's training batches; a mixup batch scores lam * hits(y_a) + (1 - lam) * hits(y_b)
+    (the mixed targets it was trained on, as in the mixup paper's code)."""
+    if not preds:
+        return 0.0
+    hits = (torch.cat(preds).argmax(dim=1) == torch.cat(targets)).float()
+    correct = hits.sum()
+    if mixed:
+        starts = [0]
+        for p in preds:
+            starts.append(starts[-1] + len(p))
+        for i, y_b, lam in mixed:
+            hits_b = (preds[i].argmax(dim=1) == y_b).float().sum()
+            correct = correct - (1 - lam) * hits[starts[i]:starts[i + 1]].sum() + (1 - lam) * hits_b
+    return float(correct) / max(seen, 1)
+
+
 def _better(value: float, best: float, monitor: str) -> bool:
     return value > best if monitor == "val_acc" else value < best
 
@@ -113,6 +131,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         loss_sum = torch.zeros((), device=device)
         preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
         targets: list[torch.Tensor] = []
+        mixed: list[tuple[int, torch.Tensor, float]] = []  # mixup batches: (index in preds, second labels, lam)
         seen = 0
         for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
             if max_batches is not None and step >= max_batches:
@@ -133,6 +152,8 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             if task == "classification":
+                if yb_b is not None:
+                    mixed.append((len(preds), yb_b, lam))
                 preds.append(out.detach())
                 targets.append(yb)
             seen += len(idx)
@@ -143,8 +164,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         train_loss = float(loss_sum) / max(seen, 1)
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
         if task == "classification":
-            correct = (torch.cat(preds).argmax(dim=1) == torch.cat(targets)).sum() if preds else 0
-            row["train_acc"] = float(correct) / max(seen, 1)
+            row["train_acc"] = _train_accuracy(preds, targets, mixed, seen)
         if math.isfinite(train_loss):
             val = evaluate(model, x_val, y_val, task, loss_fn, eval_bs)
         else:

@@ -479,12 +479,14 @@ def check_lrs(lrs: Sequence[float]) -> None:
 def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs", seeds: int = 1,
             lrs: Sequence[float] | None = None, start_lr: float = RANGE_START_LR, end_lr: float = RANGE_END_LR,
             iterations: int = PROBE_ITERATIONS, range_iterations: int = RANGE_ITERATIONS,
-            budget: int = ITERATION_BUDGET, data=None, log: Callable[[str], None] | None = None) -> LrFindResult:
+            budget: int = ITERATION_BUDGET, data=None, log: Callable[[str], None] | None = None,
+            folder: str | None = None) -> LrFindResult:
     """Probe, refine, range-test and recommend a learning rate for `recipe` (see the module docstring).
 
     seeds: repeat with seeds recipe.seed, +1, ...: verdicts must hold for every seed, and each seed's own
     recommendation is reported (per_seed) to show the spread. budget: updates per seed in all; refinement
     probes run only while it allows. runs_dir None: write nothing. data: already loaded data (tests, bench).
+    folder: the run folder's exact name under runs_dir (default: <time>-<name>-lr-find).
     """
     from . import components as C
     from .data import load_data
@@ -515,7 +517,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
         models[s] = build_model(recipe, data, seed=s).to(device)
         inits[s] = copy.deepcopy(models[s].state_dict())  # every probe of this seed starts here
     used = dict.fromkeys(seed_list, 0)
-    run_dir = None if runs_dir is None else start_run(recipe, runs_dir, "lr-find", device)  # data and model built
+    run_dir = None if runs_dir is None else start_run(recipe, runs_dir, "lr-find", device, folder)  # data and model built
 
     def steps_for(s: int, lr: float) -> _Steps:
         model = models[s]

@@ -107,22 +107,54 @@ def _summary_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame({"key": list(flat), "value": list(flat.values())})
 
 
+def _mixed_train(run_dir: Path, metrics_path: Path) -> bool:
+    """Did this curve train on mixup batches? The nearest recipe.toml at or above it (within run_dir) says."""
+    import tomllib
+
+    folder = metrics_path.parent
+    while True:
+        recipe = folder / "recipe.toml"
+        if recipe.is_file():
+            try:
+                return "mixup" in tomllib.loads(recipe.read_text()).get("data", {}).get("augment", [])
+            except (tomllib.TOMLDecodeError, OSError):
+                return False
+        if folder == run_dir or folder == folder.parent:
+            return False
+        folder = folder.parent
+
+
+def _selected_trials(run_dir: Path) -> set[Path]:
+    """trials/<n> folders that a search's summary.json (here or below) names as its selected model."""
+    out = set()
+    for path in run_dir.rglob("summary.json"):
+        n = read_json(path).get("selected_trial")
+        if n is not None and "trials" not in path.relative_to(run_dir).parts:
+            out.add(path.parent / "trials" / str(n))
+    return out
+
+
 def build_report(run_dir: str | Path) -> Report:
     """Diagnose every curve in a run folder, draw the figures, write report.md, report.html and report.json."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {str(run_dir)!r} not found (dlrecipe runs lists them)")
     main_files, trial_files = _metric_files(run_dir)
-    if not main_files and not trial_files:
-        raise UserError(f"{run_dir}: no metrics.csv here or below: not a train, search or run folder")
+    if not main_files and not trial_files and not (run_dir / "summary.json").is_file():
+        raise UserError(f"{run_dir}: no metrics.csv or summary.json here or below: not a dlrecipe run folder")
     curves = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in main_files]
     trials = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in trial_files]
     for c in curves:
-        c.findings = diagnose(c.metrics)
-    if trials and not curves:  # a search without a final model: diagnose its best trial
-        best = min(trials, key=lambda c: c.metrics["val_loss"].min() if len(c.metrics) else np.inf)
-        best.findings = diagnose(best.metrics)
-        curves = [best]
+        c.findings = diagnose(c.metrics, _mixed_train(run_dir, c.path))
+    if trials and not curves:  # a search (or a run's search step): diagnose the selected trial
+        selected = _selected_trials(run_dir)
+        picked = [c for c in trials if c.path.parent in selected]
+        if not picked:  # no selection recorded (killed, failed): the trial with the lowest validation loss
+            picked = [min(trials, key=lambda c: c.metrics["val_loss"].min() if len(c.metrics) else np.inf)]
+        for c in picked:
+            c.findings = diagnose(c.metrics, _mixed_train(run_dir, c.path))
+            c.label += " (selected)" if c.path.parent in selected else " (best val_loss)"
+        curves = picked
 
     written: list[Path] = []
     figures: list[tuple[str, Path]] = []
@@ -190,7 +222,7 @@ def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:
             out.append("</table>")
             in_table = False
         if line.startswith("!["):
-            src = line[line.index("(") + 1:-1]
+            src = line[line.rindex("](") + 2:-1]
             out.append(f"<img alt='{html.escape(src)}' src='data:image/png;base64,{embedded[src]}'>")
         elif line.startswith("## "):
             out.append(f"<h2>{html.escape(line[3:])}</h2>")

@@ -97,9 +97,19 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     return env
 
 
-def start_run(recipe, runs_dir: str | Path, command: str, device: str) -> Path:
-    """A new run folder holding the resolved recipe and the environment."""
-    run_dir = new_run_dir(runs_dir, recipe.name, command)
+def start_run(recipe, runs_dir: str | Path, command: str, device: str, folder: str | None = None) -> Path:
+    """A new run folder holding the resolved recipe and the environment.
+
+    folder: use exactly runs_dir/folder (a step of `dlrecipe run`, e.g. "2-lr-find"), which must not exist yet.
+    """
+    if folder is None:
+        run_dir = new_run_dir(runs_dir, recipe.name, command)
+    else:
+        run_dir = Path(runs_dir) / folder
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise UserError(f"{run_dir} exists already: a run folder is never overwritten") from None
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     write_json(run_dir / "env.json", environment(device, recipe["seed"]))
     return run_dir

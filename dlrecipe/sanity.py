@@ -893,23 +893,25 @@ def parse_only(only: str | list[str] | None) -> list[str]:
 def run_sanity(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs",
                only: str | list[str] | None = None, overfit_batches: int = OVERFIT_BATCHES,
                overfit_steps: int = OVERFIT_STEPS, retry: bool = True, threads: int | None = SANITY_CPU_THREADS,
-               progress: Callable[[str], None] | None = None) -> SanityResult:
+               progress: Callable[[str], None] | None = None, folder: str | None = None) -> SanityResult:
     """Run the sanity checks of `recipe` and write sanity.csv, layers.csv, overfit.csv, summary.json and plots.
 
     runs_dir=None runs the checks without writing a run folder. progress(message) is called before and after each
-    check. threads: torch CPU threads while the checks run (None: leave torch's setting).
+    check. threads: torch CPU threads while the checks run (None: leave torch's setting). folder: the run folder's
+    exact name under runs_dir (default: <time>-<name>-sanity).
     """
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _run_sanity(recipe, device=device, runs_dir=runs_dir, only=only, overfit_batches=overfit_batches,
-                           overfit_steps=overfit_steps, retry=retry, progress=progress)
+                           overfit_steps=overfit_steps, retry=retry, progress=progress, folder=folder)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_steps, retry, progress) -> SanityResult:
+def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_steps, retry, progress,
+                folder) -> SanityResult:
     from .data import load_data
     from .models import build_model
     from .runs import resolve_device, start_run
@@ -921,7 +923,7 @@ def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_step
     t0 = time.perf_counter()
     device = resolve_device(device)
     data = load_data(recipe, device)  # before the run folder: a bad data file leaves nothing behind
-    run_dir = start_run(recipe, runs_dir, "sanity", device) if runs_dir is not None else None
+    run_dir = start_run(recipe, runs_dir, "sanity", device, folder) if runs_dir is not None else None
     seed = recipe["seed"]
     tr = dict(recipe.section("train"))
     bs = recipe["data.batch_size"]

@@ -151,16 +151,19 @@ def parse_space(recipe: Recipe, lr_find: dict | None = None) -> dict[str, Dist]:
     """The recipe's `search.space`, or the default one when it is empty.
 
     Default (lecture 003): LR log-uniform over two decades around the lr-find recommendation (its `search_range`
-    when it gives one) or the recipe's LR; weight decay from {0, 1e-5, 1e-4}.
+    when it gives one) or the recipe's LR; weight decay from {0, 1e-5, 1e-4}. With an lr-find result, its LR
+    range also replaces a `train.lr` entry of the recipe's own space (asking for --from-lr-find says so).
     """
-    table = recipe["search.space"]
+    table = dict(recipe["search.space"])
+    if lr_find and lr_find.get("search_range"):
+        lr_range = list(lr_find["search_range"])
+    else:
+        base = (lr_find or {}).get("recommended_lr") or recipe["train.lr"]
+        lr_range = [base / LR_DECADE, base * LR_DECADE]
     if not table:
-        if lr_find and lr_find.get("search_range"):
-            low, high = lr_find["search_range"]
-        else:
-            base = (lr_find or {}).get("recommended_lr") or recipe["train.lr"]
-            low, high = base / LR_DECADE, base * LR_DECADE
-        table = {"train.lr": {"log_uniform": [low, high]}, "train.weight_decay": {"choice": DEFAULT_WEIGHT_DECAYS}}
+        table = {"train.lr": {"log_uniform": lr_range}, "train.weight_decay": {"choice": DEFAULT_WEIGHT_DECAYS}}
+    elif lr_find:
+        table["train.lr"] = {"log_uniform": lr_range}
     return {key: parse_dist(recipe, key, spec) for key, spec in table.items()}
 
 
@@ -627,6 +630,33 @@ class SearchProgress:
             self._bar.stop()
 
 
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Column headers for searched keys: the last part of each dotted key ('train.lr' -> 'lr') when unique."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: short if last.count(short) == 1 else k for k, short in zip(keys, last)}
+
+
+def leaderboard(result: SearchResult, title: str, rows: int = 10):
+    """The terminal leaderboard: the best `rows` trials, complete ones first, fine before coarse."""
+    from rich import box
+    from rich.table import Table
+
+    s, monitor = result.summary, result.summary["monitor"]
+    names = short_names(list(s["space"]))
+    table = Table(title=f"{title} ({sum(s['trials'].values())} trials, "
+                  + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + f"; {monitor}: best epoch)",
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
+    for col in ["#", "stage", *names.values(), monitor, "epochs", "state", "s"]:
+        table.add_column(col, justify="left" if col in ("stage", "state") else "right")
+    order = sorted((x for x in result.trials if not x["retried"]), key=lambda x: (
+        x["state"] != "complete", x["stage"] != "fine",
+        -(x[f"best_{monitor}"] or 0) if monitor == "val_acc" else (x[f"best_{monitor}"] or float("inf"))))
+    for x in order[:rows]:
+        table.add_row(str(x["number"]), x["stage"], *[fmt(x[k], 3) for k in names], fmt(x[f"best_{monitor}"]),
+                      fmt(x["epochs_run"]), x["state"], fmt(x["seconds"], 2))
+    return table
+
+
 def trial_rows(trials: list, space: dict[str, Dist], task: str) -> list[dict]:
     """One flat row per Optuna trial: the columns of trials.csv."""
     from optuna.trial import TrialState
@@ -693,8 +723,12 @@ def _queue_slots(storage, name: str, meta: dict, direction: str, *, resume: bool
 
 def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs", jobs: int = 1,
            prune: str = "none", seeds: int = 1, ensemble: int = 1, storage: str | None = None,
-           study: str | None = None, from_lr_find: str | Path | None = None, quiet: bool = True) -> SearchResult:
-    """Run `dlrecipe search`: a new run folder and study, coarse then fine trials, the selected model tested once."""
+           study: str | None = None, from_lr_find: str | Path | None = None, quiet: bool = True,
+           folder: str | None = None) -> SearchResult:
+    """Run `dlrecipe search`: a new run folder and study, coarse then fine trials, the selected model tested once.
+
+    folder: the run folder's exact name under runs_dir (default: <time>-<name>-search).
+    """
     from .data import load_data
 
     _check_options(jobs, prune, seeds, ensemble)
@@ -706,7 +740,7 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
     if st is not None and study and study in {s.study_name for s in st.get_all_studies()}:
         raise UserError(f"--study {study!r} already exists in {_redact(storage)}: choose another name, join it "
                         f"with --worker, or continue its run folder with --resume RUN")
-    run_dir = start_run(recipe, runs_dir, "search", device)
+    run_dir = start_run(recipe, runs_dir, "search", device, folder)
     settings = {"storage": storage or str(run_dir / "study.journal"), "study": study or run_dir.name,
                 "seeds": seeds, "ensemble": ensemble, "lr_find": lr_find}
     meta = {"recipe": recipe.user_values(), "recipe_path": str(recipe.path.resolve()) if recipe.path else None,

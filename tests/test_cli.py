@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 
 import pandas as pd
 import pytest
@@ -40,13 +41,14 @@ def test_train_smoke_writes_a_complete_run_folder(tmp_path):
     assert run.name.endswith("-digits_mlp-smoke")
     for f in ("recipe.toml", "env.json", "metrics.csv", "summary.json", "model.pt"):
         assert (run / f).is_file(), f
-    assert "hidden = [\n    32,\n]" in (run / "recipe.toml").read_text() or "32" in (run / "recipe.toml").read_text()
+    assert tomllib.loads((run / "recipe.toml").read_text())["model"]["hidden"] == [32]
     env = json.loads((run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["seed"] == 0 and env["device"] == "cpu"
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
     state = torch.load(run / "model.pt", weights_only=True)
-    assert state["3.weight"].shape == (10, 32)  # Flatten, Linear, ReLU, Linear(32 -> 10)
+    weights = [v.shape for k, v in state.items() if k.endswith(".weight")]
+    assert weights == [(32, 64), (10, 32)]  # Linear(64 -> 32), Linear(32 -> 10)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and 0 <= summary["test_acc"] <= 1
 
@@ -91,6 +93,7 @@ def test_unreadable_data_file_exit_2(tmp_path):
 def test_validate_ok_and_error():
     res = _invoke("validate", DIGITS)
     assert res.exit_code == 0 and "ok" in res.output
+    assert "searches train.lr, train.weight_decay, model.dropout" in res.output  # its [search] space parsed
     assert _invoke("validate", ROOT / "recipes/nope.toml").exit_code == 2
 
 

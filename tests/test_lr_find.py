@@ -264,8 +264,9 @@ def sqrt_gain_mlp(input_shape, num_outputs, **_):
 def _three_epochs(recipe, data, lr: float) -> tuple[float, str]:
     """Best validation accuracy of a 3-epoch run at `lr` (the recipe's everything else), and its status."""
     model = build_model(recipe, data)
+    d = recipe.section("data")
     result = fit(model, data, dict(recipe.section("train"), lr=lr, epochs=3), seed=recipe["seed"],
-                 batch_size=recipe["data.batch_size"])
+                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg={"mixup_alpha": d["mixup_alpha"]})
     accs = [h["val_acc"] for h in result.history if not math.isnan(h["val_acc"])]
     return max(accs, default=0.0), result.status
 

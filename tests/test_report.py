@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from dlrecipe.diagnose import diagnose, moving_average
+from dlrecipe.errors import UserError
 from dlrecipe.report import build_report, compare, sparkline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,6 +33,7 @@ DIVERGING = curves([2.3, 2.5, 3.9, 8.0, np.nan], [2.3, 2.6, 4.0, 9.0, np.nan], [
 RISING = curves(np.linspace(2.3, 6.0, 10), np.linspace(2.3, 6.5, 10), np.full(10, 0.1), np.full(10, 0.1))
 STILL_FALLING = curves(np.linspace(2.0, 0.5, 12), np.linspace(2.1, 0.6, 12), np.linspace(0.3, 0.85, 12),
                        np.linspace(0.3, 0.8, 12))
+TRIALS = [OVERFIT, UNDERFIT, STILL_FALLING]
 
 
 def codes(df):
@@ -86,12 +88,28 @@ def test_report_writes_markdown_html_and_real_pngs(tmp_path, df):
 
 
 def test_report_of_a_search_plots_every_trial(tmp_path):
-    for i, df in enumerate([OVERFIT, UNDERFIT, STILL_FALLING]):
+    for i, df in enumerate(TRIALS):
         (tmp_path / "trials" / str(i)).mkdir(parents=True)
         df.to_csv(tmp_path / "trials" / str(i) / "metrics.csv", index=False)
     rep = build_report(tmp_path)
     assert (tmp_path / "report_trials.png").read_bytes()[:8] == PNG_MAGIC
-    assert rep.curves[0].label == "trials/0"  # the trial with the lowest validation loss is diagnosed
+    (curve,) = rep.curves  # no selection recorded: the trial with the lowest validation loss is diagnosed
+    assert curve.label == f"trials/{min(range(3), key=lambda i: TRIALS[i].val_loss.min())} (best val_loss)"
+    (tmp_path / "summary.json").write_text('{"status": "completed", "selected_trial": 2}')
+    (curve,) = build_report(tmp_path).curves  # the search's selected trial, whatever its validation loss
+    assert curve.label == "trials/2 (selected)" and "train_longer" in {f.code for f in curve.findings}
+
+
+def test_report_of_a_sanity_folder_without_curves_still_has_its_tables_and_figures(tmp_path):
+    (tmp_path / "summary.json").write_text('{"status": "fail", "command": "sanity"}')
+    pd.DataFrame({"check": ["init_loss"], "status": ["fail"]}).to_csv(tmp_path / "sanity.csv", index=False)
+    rep = build_report(tmp_path)
+    assert rep.curves == []
+    md = (tmp_path / "report.md").read_text()
+    assert "## Table: sanity.csv" in md and "init_loss" in md
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a dlrecipe run folder"):
+        build_report(tmp_path / "empty")
 
 
 def test_compare_writes_one_table_and_one_plot(tmp_path):
@@ -105,3 +123,29 @@ def test_compare_writes_one_table_and_one_plot(tmp_path):
     table, out = compare(runs, runs_dir=tmp_path / "runs")
     assert list(table["name"]) == ["a", "b"]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
+
+
+def test_mixup_training_curves_do_not_raise_train_based_alarms():
+    """Mixup's training loss bounces with each batch's mixing weight and its accuracy stays low: not a fault."""
+    rng = np.random.default_rng(0)
+    val = np.r_[1.0 * np.exp(-np.arange(20) / 4) + 0.13, np.full(10, 0.14)]
+    mixup = curves(0.4 + 0.15 * rng.standard_normal(30), val, 0.6 + 0.1 * rng.standard_normal(30),
+                   np.r_[np.linspace(0.9, 0.97, 20), np.full(10, 0.97)])
+    assert {"lr_too_high", "underfitting"} & codes(mixup)  # read as clean training curves: false alarms
+    assert {f.code for f in diagnose(mixup, mixed_train=True)} == set()
+
+
+def test_converged_train_loss_noise_is_not_bouncing():
+    tl = np.r_[np.exp(-np.arange(15) / 3) + 0.1, 0.1 + 0.0005 * np.tile([1, -1], 8)[:15]]  # +-0.5% wiggles
+    df = curves(tl, tl + 0.05, np.full(30, 0.97), np.full(30, 0.95))
+    assert "lr_too_high" not in codes(df)
+    bounce = 0.3 + 0.1 * np.tile([0, 1], 15)  # a plateau with 33% jumps every other epoch: bouncing
+    assert "lr_too_high" in codes(curves(bounce, tl + 0.05, np.full(30, 0.97), np.full(30, 0.95)))
+
+
+def test_noisy_validation_is_scatter_around_the_trend_not_the_trend():
+    fast = np.exp(-E / 3) + 0.1  # falls 10x in 30 epochs, smoothly: no noise
+    assert "noisy_val" not in codes(curves(fast, fast + 0.02, np.full(30, 0.97), np.full(30, 0.95)))
+    jumpy = (fast + 0.02) * (1 + 0.3 * np.tile([1, -1], 15))  # +-30% around the same trend every epoch
+    found = [f for f in diagnose(curves(fast, jumpy, np.full(30, 0.97), np.full(30, 0.95))) if f.code == "noisy_val"]
+    assert found and "around its 5-epoch moving average" in found[0].message

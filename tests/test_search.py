@@ -22,7 +22,7 @@ from dlrecipe.cli import app
 from dlrecipe.errors import RecipeError, UserError
 from dlrecipe.search import Dist, edge_warnings, narrow, open_storage, parse_space, read_lr_find
 
-from .conftest import small_recipe
+from .conftest import ROOT, small_recipe
 
 runner = CliRunner()
 FINISHED = {"complete", "pruned", "diverged", "failed"}
@@ -106,6 +106,12 @@ def test_default_space_is_two_decades_of_lr_and_the_lectures_weight_decays(tmp_p
     (tmp_path / "summary.json").write_text(json.dumps({"recommended_lr": 0.02, "search_range": [0.003, 0.09]}))
     lr = parse_space(small_recipe(), read_lr_find(tmp_path))["train.lr"]
     assert (lr.low, lr.high) == (0.003, 0.09)
+    own = small_recipe(**{"search.space": {"train.lr": {"uniform": [0.1, 0.2]},
+                                           "model.dropout": {"uniform": [0.0, 0.5]}}})
+    assert parse_space(own)["train.lr"].kind == "uniform"  # the recipe's own space as written
+    spaced = parse_space(own, read_lr_find(tmp_path))  # --from-lr-find replaces only the LR entry
+    assert (spaced["train.lr"].low, spaced["train.lr"].high, spaced["train.lr"].log) == (0.003, 0.09, True)
+    assert (spaced["model.dropout"].low, spaced["model.dropout"].high) == (0.0, 0.5)
     with pytest.raises(UserError, match="no summary.json"):
         read_lr_find(tmp_path / "nothing")
     (tmp_path / "summary.json").write_text(json.dumps({"status": "diverged"}))
@@ -146,6 +152,8 @@ def test_cli_bad_space_is_one_line_exit_2_and_no_run_folder(tmp_path):
     assert "low must be larger than 0 for a log range (low=0, high=0.1)" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+    checked = runner.invoke(app, ["validate", str(recipe)])  # validate makes the same check, without running
+    assert checked.exit_code == 2 and "low must be larger than 0 for a log range" in checked.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -341,3 +349,22 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
     for n in rows.number:  # the leader has every trial's curve, from the study for the worker's trials
         assert (leader_run / "trials" / str(n) / "metrics.csv").is_file()
     assert "postgres@127.0.0.1" in json.loads((leader_run / "summary.json").read_text())["storage"]
+
+
+@pytest.mark.slow
+def test_acceptance_digits_search_selects_a_model_with_at_least_98_percent_test_accuracy(tmp_path):
+    """Issue 5: `dlrecipe search recipes/digits_mlp.toml` as shipped (26 trials) selects a >= 0.98 model."""
+    import torch
+
+    from dlrecipe.recipe import load
+    from dlrecipe.search import search
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = search(load(ROOT / "recipes" / "digits_mlp.toml"), device="cpu", runs_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    s = result.summary
+    assert s["status"] == "completed" and s["selected_stage"] == "fine"
+    assert len(result.trials) == 26 and s["test_acc"] >= 0.98, s

@@ -1,0 +1,221 @@
+"""`dlrecipe run`: the whole babysitting recipe in one command, each step feeding the next (lecture 003).
+
+    1-sanity   check the initial loss, gradients, layer health; overfit a small sample   (sanity.py)
+    2-lr-find  find a learning rate that makes the loss go down, and a range around it   (lr_find.py)
+    3-search   coarse random search around that range, then the refined longer trials;
+               the selected model is tested once on the test split                      (search.py)
+    report     the curves of every step, the diagnosis, every step's tables and figures (report.py)
+
+All of it lands in one parent run folder, `runs/<time>-<name>-run/`, with a subfolder per step and, at the top,
+`steps.csv` (one row per step) and `summary.json`. A failed sanity check stops the chain (its advice is the
+result) unless `force`.
+
+`budget_minutes` scales the search to fit: the cost of one epoch is estimated from lr-find's measured seconds
+per update, and the trial counts and epochs are multiplied by the same factor (square root of the ratio each,
+so that neither collapses) until the planned epochs fit in what is left of the budget. The plan and the time
+actually taken are both written down.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .runs import CsvLog, resolve_device, start_run, write_json
+
+STEPS = ("sanity", "lr-find", "search", "report")
+FOLDERS = {"sanity": "1-sanity", "lr-find": "2-lr-find", "search": "3-search"}
+EPOCH_OVERHEAD = 1.25        # an epoch costs its updates plus validation, logging and snapshots: 25% more
+REPORT_RESERVE_S = 15.0      # seconds kept back from the budget for the report (figures, HTML)
+MIN_TRIALS, MIN_FINE_TRIALS = 4, 1        # the smallest search --budget can shrink to
+MIN_COARSE_EPOCHS, MIN_FINE_EPOCHS = 1, 3
+MAX_SCALE_UP = 4.0           # a generous budget multiplies the trial counts by at most this (epochs never grow)
+
+
+@dataclass
+class SearchPlan:
+    """How many trials and epochs the search runs, and why."""
+
+    trials: int
+    coarse_epochs: int
+    fine_trials: int
+    fine_epochs: int
+    epoch_seconds: float | None = None   # estimated cost of one epoch
+    available_s: float | None = None     # budget left for the search
+    factor: float = 1.0                  # planned / recipe's epochs
+    note: str = "the recipe's [search] settings"
+
+    @property
+    def epochs(self) -> int:
+        """Planned epochs in all (an upper bound: early stopping ends fine trials sooner)."""
+        return self.trials * self.coarse_epochs + self.fine_trials * self.fine_epochs
+
+    def to_dict(self) -> dict:
+        return {"trials": self.trials, "coarse_epochs": self.coarse_epochs, "fine_trials": self.fine_trials,
+                "fine_epochs": self.fine_epochs, "planned_epochs": self.epochs,
+                "epoch_seconds": self.epoch_seconds, "available_s": self.available_s, "factor": self.factor,
+                "note": self.note}
+
+
+def plan_search(recipe, budget_s: float | None, epoch_seconds: float | None) -> SearchPlan:
+    """Scale the recipe's [search] counts so that the planned epochs fit in budget_s (None: as written)."""
+    base = SearchPlan(recipe["search.trials"], recipe["search.coarse_epochs"], recipe["search.fine_trials"],
+                      recipe["search.fine_epochs"], epoch_seconds, budget_s)
+    if budget_s is None or not epoch_seconds:
+        return base
+    factor = budget_s / (base.epochs * epoch_seconds)
+    if factor >= 1:  # room to spare: more random trials (they find better regions), same epochs
+        up = min(factor, MAX_SCALE_UP)
+        return SearchPlan(max(base.trials, math.floor(base.trials * up)), base.coarse_epochs,
+                          max(base.fine_trials, math.floor(base.fine_trials * up)), base.fine_epochs,
+                          epoch_seconds, budget_s, up,
+                          f"budget allows {factor:.2g}x the recipe's epochs: trial counts x{up:.2g}")
+    root = math.sqrt(factor)
+    plan = SearchPlan(max(MIN_TRIALS, math.floor(base.trials * root)),
+                      max(MIN_COARSE_EPOCHS, math.floor(base.coarse_epochs * root)),
+                      max(MIN_FINE_TRIALS, math.floor(base.fine_trials * root)),
+                      max(MIN_FINE_EPOCHS, math.floor(base.fine_epochs * root)), epoch_seconds, budget_s)
+    plan.factor = plan.epochs / base.epochs
+    plan.note = f"budget fits {factor:.2g}x the recipe's epochs: trials and epochs x{root:.2g} each"
+    if plan.epochs * epoch_seconds > budget_s * 1.05:
+        plan.note += (f"; even the smallest search ({plan.epochs} epochs, ~{plan.epochs * epoch_seconds:.0f} s) "
+                      f"is over the {budget_s:.0f} s left")
+    return plan
+
+
+def epoch_seconds_from(lr_summary: dict, n_train: int, batch_size: int) -> float | None:
+    """Seconds per epoch estimated from lr-find's seconds per update (its setup time included: an overestimate)."""
+    updates, seconds = lr_summary.get("iterations"), lr_summary.get("seconds")
+    seeds = len(lr_summary.get("seeds") or [1])
+    if not updates or not seconds:
+        return None
+    per_update = seconds / (updates * seeds)
+    return per_update * math.ceil(n_train / batch_size) * EPOCH_OVERHEAD
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    steps: list[dict] = field(default_factory=list)
+    sanity: object = None
+    lr_find: object = None
+    search: object = None
+    report: object = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.summary["status"] == "completed" else 1
+
+
+def _check_budget(budget_minutes: float | None) -> None:
+    if budget_minutes is not None and not (budget_minutes > 0 and math.isfinite(budget_minutes)):
+        raise UserError(f"--budget {budget_minutes}: give the minutes the whole run may take, a number above 0")
+
+
+def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", budget_minutes: float | None = None,
+               force: bool = False, jobs: int = 1, say: Callable[[str], None] | None = None,
+               quiet: bool = True) -> RunResult:
+    """Sanity, lr-find, search (coarse then fine, from lr-find's range), final test, report: one parent folder.
+
+    say(message) narrates each step (None: silent); quiet=False also shows the search's progress bar.
+    """
+    from . import search as S
+    from .data import load_data
+    from .lr_find import lr_find
+    from .report import build_report
+    from .sanity import run_sanity
+
+    _check_budget(budget_minutes)
+    S._check_options(jobs, "none", 1, 1)
+    S.parse_space(recipe)  # a bad [search] space is a recipe error now, not after sanity and lr-find
+    say = say or (lambda message: None)
+    t0 = time.perf_counter()
+    budget_s = None if budget_minutes is None else budget_minutes * 60
+    device = resolve_device(device)
+    data = load_data(recipe, device)  # a bad data source fails before any folder exists
+    run_dir = start_run(recipe, runs_dir, "run", device)
+    summary = {"name": recipe.name, "command": "run", "status": "running", "reason": "", "budget_minutes":
+               budget_minutes, "force": force, "steps": {}}
+    result = RunResult(run_dir, summary)
+
+    with CsvLog(run_dir / "steps.csv", ["step", "status", "result", "seconds", "folder"]) as log:
+        def record(step: str, status: str, text: str, seconds: float, folder: str | Path | None) -> None:
+            row = {"step": step, "status": status, "result": text, "seconds": round(seconds, 2),
+                   "folder": "" if folder is None else str(Path(folder).relative_to(run_dir))}
+            result.steps.append(row)
+            log.write(row)
+            summary["steps"][step] = row
+            write_json(run_dir / "summary.json", summary)  # up to date after every step
+
+        def finish(status: str, reason: str) -> RunResult:
+            """Record the outcome, then the report (which reads the summary), then the final times."""
+            summary.update(status=status, reason=reason)
+            write_json(run_dir / "summary.json", summary)
+            say("step 4/4 report: curves, diagnosis, every step's tables and figures")
+            t = time.perf_counter()
+            result.report = build_report(run_dir)
+            codes = sorted({f.code for c in result.report.curves for f in c.findings})
+            record("report", "done", "diagnosis: " + (", ".join(codes) if codes else "no alarm"),
+                   time.perf_counter() - t, None)
+            seconds = time.perf_counter() - t0
+            summary.update(seconds=seconds, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                           seconds_vs_budget=None if budget_s is None else seconds / budget_s)
+            write_json(run_dir / "summary.json", summary)
+            return result
+
+        # 1. sanity
+        say("step 1/4 sanity: initial loss, gradient check, layer health, overfit a small sample")
+        s = run_sanity(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["sanity"], progress=say)
+        result.sanity = s
+        failed = s.status == "fail"
+        record("sanity", s.status, s.verdict, s.seconds, s.run_dir)
+        summary["sanity"] = {"status": s.status, "checks": {c.check: c.status for c in s.checks}}
+        if failed and not force:
+            return finish("stopped", f"sanity failed: {s.verdict} (fix it, or run with --force to go on)")
+
+        # 2. lr-find
+        say("step 2/4 lr-find: probe LRs from one init, refine by halving, range test")
+        lr = lr_find(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["lr-find"], data=data, log=say)
+        result.lr_find = lr
+        low, high = lr.search_range
+        record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
+               f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
+        summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr, "search_range": [low, high]}
+
+        # 3. search, sized to the budget
+        left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S
+        plan = plan_search(recipe, left, epoch_seconds_from(lr.summary, len(data.x_train), recipe["data.batch_size"])
+                           if left is not None else None)
+        summary["plan"] = plan.to_dict()
+        searched = recipe.with_values({"search.trials": plan.trials, "search.coarse_epochs": plan.coarse_epochs,
+                                       "search.fine_trials": plan.fine_trials, "search.fine_epochs": plan.fine_epochs})
+        say(f"step 3/4 search: {plan.trials} coarse trials x {plan.coarse_epochs} epochs, then {plan.fine_trials} "
+            f"fine x up to {plan.fine_epochs} epochs, LR from lr-find's range ({plan.note})")
+        del data  # the search loads its own copy per worker
+        sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
+                      from_lr_find=lr.run_dir, quiet=quiet)
+        result.search = sr
+        ss = sr.summary
+        if ss["status"] == "completed":
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in ss["best_params"].items())
+            tested = f"test acc {ss['test_acc']:.4f}" if "test_acc" in ss else f"test loss {ss['test_loss']:.4g}"
+            text = f"trial {ss['selected_trial']} ({ss['selected_stage']}): {params}; {tested}"
+        else:
+            text = ss["reason"]
+        record("search", ss["status"], text, ss["seconds"], sr.run_dir)
+        summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
+                                                     "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
+                                                     "test_acc", "trials", "warnings")}
+        summary.update({k: ss[k] for k in ("test_acc", "test_loss") if k in ss})
+
+        # 4. report (in finish)
+        if ss["status"] != "completed":
+            return finish("failed", f"search: {ss['reason']}")
+        note = "" if not failed else " (sanity failed; went on because of --force)"
+        return finish("completed", f"selected {text}{note}")
+
