@@ -406,7 +406,7 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         from .report import sparkline
 
         r = _load(recipe, sets, seed)
-        say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
+        say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True, markup=False))
         res = run_recipe(r, device=device, runs_dir=runs_dir, budget_minutes=budget, force=force, jobs=jobs,
                          say=say, quiet=quiet)
         table = Table(title=f"{r.name}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,

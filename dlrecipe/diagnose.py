@@ -22,7 +22,8 @@ FLAT_DROP = 0.05            # ... and the train loss fell less than 5% over the 
 STILL_IMPROVING_TAIL = 0.10  # best epoch in the last 10% of the epochs (or the last one) and val loss falling
 EARLY_BEST_HEAD = 0.10      # best epoch in the first 10% of at least 10 epochs
 NOISY_VAL = 0.10            # val loss scatters around its moving average by > 10% of it (std): noisy validation
-NOISY_WINDOW = 5            # epochs in that centred moving average (the trend the scatter is measured from)
+NOISY_WINDOW = 5            # epochs in that centred moving average (the trend the scatter is measured from),
+NOISY_SKIP = 0.2            # after the first 20% of the epochs (the steep early fall is not noise)
 MIN_EPOCHS = 4              # fewer epochs than this: too short to judge trends
 
 
@@ -104,7 +105,8 @@ def diagnose(metrics: pd.DataFrame, mixed_train: bool = False) -> list[Finding]:
                                 "the best epoch came very early: the LR may be too high, or training runs too long "
                                 "(lower train.patience / epochs)"))
     trend = moving_average(vl, NOISY_WINDOW)  # the scatter around the trend, not the trend's own fall
-    noise = float(np.std((vl - trend) / np.maximum(np.abs(trend), 1e-12)))
+    start = max(1, int(n * NOISY_SKIP))
+    noise = float(np.std(((vl - trend) / np.maximum(np.abs(trend), 1e-12))[start:]))
     if noise > NOISY_VAL and not any(f.code in ("lr_too_high",) for f in findings):
         findings.append(Finding("noisy_val", f"validation loss scatters by {noise:.0%} around its {NOISY_WINDOW}-epoch "
                                 f"moving average", "noisy validation: a larger validation split, a lower LR or a "

@@ -29,7 +29,7 @@ from .runs import CsvLog, resolve_device, start_run, write_json
 STEPS = ("sanity", "lr-find", "search", "report")
 FOLDERS = {"sanity": "1-sanity", "lr-find": "2-lr-find", "search": "3-search"}
 EPOCH_OVERHEAD = 1.25        # an epoch costs its updates plus validation, logging and snapshots: 25% more
-REPORT_RESERVE_S = 15.0      # seconds kept back from the budget for the report (figures, HTML)
+REPORT_RESERVE_S = 5.0       # seconds kept back from the budget for the report (figures, HTML)
 MIN_TRIALS, MIN_FINE_TRIALS = 4, 1        # the smallest search --budget can shrink to
 MIN_COARSE_EPOCHS, MIN_FINE_EPOCHS = 1, 3
 MAX_SCALE_UP = 4.0           # a generous budget multiplies the trial counts by at most this (epochs never grow)
@@ -66,7 +66,7 @@ def plan_search(recipe, budget_s: float | None, epoch_seconds: float | None) -> 
                       recipe["search.fine_epochs"], epoch_seconds, budget_s)
     if budget_s is None or not epoch_seconds:
         return base
-    factor = budget_s / (base.epochs * epoch_seconds)
+    factor = max(budget_s, 0.0) / (base.epochs * epoch_seconds)
     if factor >= 1:  # room to spare: more random trials (they find better regions), same epochs
         up = min(factor, MAX_SCALE_UP)
         return SearchPlan(max(base.trials, math.floor(base.trials * up)), base.coarse_epochs,
@@ -82,7 +82,7 @@ def plan_search(recipe, budget_s: float | None, epoch_seconds: float | None) -> 
     plan.note = f"budget fits {factor:.2g}x the recipe's epochs: trials and epochs x{root:.2g} each"
     if plan.epochs * epoch_seconds > budget_s * 1.05:
         plan.note += (f"; even the smallest search ({plan.epochs} epochs, ~{plan.epochs * epoch_seconds:.0f} s) "
-                      f"is over the {budget_s:.0f} s left")
+                      f"is over the {max(budget_s, 0):.0f} s left")
     return plan
 
 

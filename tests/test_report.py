@@ -149,3 +149,8 @@ def test_noisy_validation_is_scatter_around_the_trend_not_the_trend():
     jumpy = (fast + 0.02) * (1 + 0.3 * np.tile([1, -1], 15))  # +-30% around the same trend every epoch
     found = [f for f in diagnose(curves(fast, jumpy, np.full(30, 0.97), np.full(30, 0.95))) if f.code == "noisy_val"]
     assert found and "around its 5-epoch moving average" in found[0].message
+
+
+def test_a_steep_first_epoch_is_not_noise():
+    smooth = np.r_[20.0, 4.0, 1.2, np.exp(-np.arange(27) / 10) * 0.5 + 0.1]  # batch-norm-like start, then smooth
+    assert "noisy_val" not in codes(curves(smooth * 0.5, smooth, np.full(30, 0.97), np.full(30, 0.95)))

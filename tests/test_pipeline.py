@@ -1,0 +1,180 @@
+"""`dlrecipe run`: the chain sanity -> lr-find -> search -> report, the budget plan, stopping on a failed sanity."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dlrecipe.cli import app
+from dlrecipe.errors import UserError
+from dlrecipe.pipeline import (
+    EPOCH_OVERHEAD,
+    FOLDERS,
+    MAX_SCALE_UP,
+    MIN_COARSE_EPOCHS,
+    MIN_FINE_EPOCHS,
+    MIN_FINE_TRIALS,
+    MIN_TRIALS,
+    epoch_seconds_from,
+    plan_search,
+    run_recipe,
+)
+
+from .conftest import ROOT, small_recipe
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+runner = CliRunner()
+TINY_SEARCH = {"search.trials": 4, "search.coarse_epochs": 1, "search.fine_trials": 1, "search.fine_epochs": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is faster and keeps a 2-core CI box responsive."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def search_recipe(**values):
+    """The recipe's [search] counts: 20 coarse trials x 3 epochs + 5 fine x 15 = 135 epochs."""
+    return small_recipe(**{"search.trials": 20, "search.coarse_epochs": 3, "search.fine_trials": 5,
+                           "search.fine_epochs": 15, **values})
+
+
+# ---------------------------------------------------------------------------------------------------- the plan
+
+def test_without_a_budget_the_plan_is_the_recipes_search():
+    plan = plan_search(search_recipe(), None, 1.0)
+    assert (plan.trials, plan.coarse_epochs, plan.fine_trials, plan.fine_epochs) == (20, 3, 5, 15)
+    assert plan.epochs == 135 and plan.factor == 1.0
+
+
+def test_a_quarter_of_the_time_halves_trials_and_epochs():
+    plan = plan_search(search_recipe(), 135 * 0.25, 1.0)  # room for a quarter: sqrt(0.25) = 0.5 each
+    assert (plan.trials, plan.coarse_epochs, plan.fine_trials, plan.fine_epochs) == (10, 1, 2, 7)
+    assert plan.epochs == 10 * 1 + 2 * 7 <= 135 * 0.25
+    assert plan.factor == pytest.approx(24 / 135)
+
+
+def test_a_generous_budget_adds_trials_not_epochs():
+    plan = plan_search(search_recipe(), 135 * 2.0, 1.0)
+    assert (plan.trials, plan.coarse_epochs, plan.fine_trials, plan.fine_epochs) == (40, 3, 10, 15)
+    huge = plan_search(search_recipe(), 1e9, 1.0)
+    assert (huge.trials, huge.fine_trials) == (20 * MAX_SCALE_UP, 5 * MAX_SCALE_UP)
+
+
+def test_a_tiny_budget_keeps_the_smallest_search_and_says_it_is_over():
+    plan = plan_search(search_recipe(), 1.0, 1.0)
+    assert (plan.trials, plan.coarse_epochs, plan.fine_trials, plan.fine_epochs) == (
+        MIN_TRIALS, MIN_COARSE_EPOCHS, MIN_FINE_TRIALS, MIN_FINE_EPOCHS)
+    assert "is over the 1 s left" in plan.note
+
+
+def test_epoch_cost_comes_from_lr_finds_seconds_per_update():
+    # 10 s for 500 updates of one seed: 0.02 s per update; 1000 examples in batches of 100: 10 updates per epoch
+    assert epoch_seconds_from({"seconds": 10.0, "iterations": 500, "seeds": [0]}, 1000, 100) == pytest.approx(
+        0.02 * 10 * EPOCH_OVERHEAD)
+    assert epoch_seconds_from({"seconds": 10.0, "iterations": 500, "seeds": [0, 1]}, 1000, 100) == pytest.approx(
+        0.01 * 10 * EPOCH_OVERHEAD)  # two seeds ran 1000 updates in those 10 s
+    assert epoch_seconds_from({"seconds": 10.0}, 1000, 100) is None
+
+
+# ---------------------------------------------------------------------------------------------------- the chain
+
+def test_bad_budget_and_bad_space_fail_before_any_folder(tmp_path):
+    with pytest.raises(UserError, match="--budget 0"):
+        run_recipe(small_recipe(), runs_dir=tmp_path, budget_minutes=0)
+    bad = small_recipe(**{"search.space": {"train.lr": {"log_uniform": [0, 1]}}})
+    res = runner.invoke(app, ["run", str(ROOT / "recipes" / "digits_mlp.toml"), "--runs-dir", str(tmp_path),
+                              "--set", 'search.space={"train.lr" = {log_uniform = [0, 1]}}'])
+    assert res.exit_code == 2 and "low must be larger than 0" in res.output and "Traceback" not in res.output
+    with pytest.raises(Exception, match="low must be larger than 0"):
+        run_recipe(bad, runs_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_sanity_check_stops_the_run_with_its_advice(tmp_path):
+    broken = small_recipe(**{"model.init": "zeros", "model.hidden": [16, 16], **TINY_SEARCH})
+    res = runner.invoke(app, ["run", "--runs-dir", str(tmp_path), "-q", *_recipe_file(tmp_path, broken)])
+    assert res.exit_code == 1, res.output
+    (run,) = [d for d in tmp_path.iterdir() if d.name.endswith("-run")]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [FOLDERS["sanity"]]  # no lr-find, no search
+    steps = pd.read_csv(run / "steps.csv")
+    assert list(steps.step) == ["sanity", "report"] and steps.status.iloc[0] == "fail"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "--force" in summary["reason"] and "FAIL" in summary["reason"]
+    assert "stopped" in res.output and (run / "report.html").is_file()
+
+
+def test_force_goes_on_after_a_failed_sanity_check(tmp_path):
+    broken = small_recipe(**{"model.init": "zeros", "model.hidden": [16, 16], **TINY_SEARCH})
+    result = run_recipe(broken, device="cpu", runs_dir=tmp_path, force=True)
+    assert [s["step"] for s in result.steps] == ["sanity", "lr-find", "search", "report"]
+    assert result.steps[0]["status"] == "fail" and result.summary["status"] == "completed"
+    assert "went on because of --force" in result.summary["reason"]
+
+
+def test_budget_shrinks_the_search_and_records_the_plan(tmp_path, monkeypatch):
+    import dlrecipe.pipeline as P
+
+    measured, real = [], P.epoch_seconds_from
+
+    def one_second(*args):  # measure as usual, then pretend an epoch costs 1 s: 135 epochs cannot fit in 30 s
+        measured.append(real(*args))
+        return 1.0
+
+    monkeypatch.setattr(P, "epoch_seconds_from", one_second)
+    result = run_recipe(search_recipe(**{"train.patience": 0}), device="cpu", runs_dir=tmp_path, budget_minutes=0.5)
+    plan = result.summary["plan"]
+    assert measured[0] > 0 and plan["epoch_seconds"] == 1.0 and 0 < plan["available_s"] < 30 - P.REPORT_RESERVE_S
+    assert plan["planned_epochs"] < 135 and plan["trials"] >= MIN_TRIALS
+    trials = pd.read_csv(result.run_dir / FOLDERS["search"] / "trials.csv")
+    assert (trials.stage == "coarse").sum() == plan["trials"] and (trials.stage == "fine").sum() == plan["fine_trials"]
+    assert trials[trials.stage == "coarse"].epochs_run.max() <= plan["coarse_epochs"]
+    assert result.summary["seconds_vs_budget"] > 0
+
+
+def _recipe_file(tmp_path, recipe) -> list[str]:
+    path = tmp_path / f"{recipe.name}.toml"
+    path.write_text(recipe.to_toml())
+    return [str(path)]
+
+
+# ---------------------------------------------------------------------------------------------------- acceptance
+
+@pytest.mark.slow
+def test_acceptance_digits_run_end_to_end_report_has_every_steps_table_and_figure(tmp_path):
+    import matplotlib.image
+
+    res = runner.invoke(app, ["run", str(ROOT / "recipes" / "digits_mlp.toml"), "--runs-dir", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["test_acc"] >= 0.97
+    assert [s for s in summary["steps"]] == ["sanity", "lr-find", "search", "report"]
+    assert summary["search"]["best_params"]["train.lr"] > 0
+    lr_range = summary["lr_find"]["search_range"]  # the search used lr-find's range for the LR
+    search = json.loads((run / FOLDERS["search"] / "search.json").read_text())
+    assert search["space"]["train.lr"] == {"log_uniform": lr_range}
+    md = (run / "report.md").read_text()
+    for table in ("steps.csv", "1-sanity/sanity.csv", "1-sanity/layers.csv", "1-sanity/overfit.csv",
+                  "2-lr-find/probes.csv", "2-lr-find/range_test.csv", "3-search/trials.csv"):
+        assert f"## Table: {table}" in md, table
+    for summary_of in ("1-sanity", "2-lr-find", "3-search", run.name):
+        assert f"## Summary: {summary_of}" in md
+    figures = ["1-sanity/overfit.png", "1-sanity/layers.png", "2-lr-find/lr_find.png", "3-search/search_params.png",
+               "3-search/search_curves.png", "report_curves.png", "report_trials.png"]
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)
+    for fig in figures:
+        path = run / fig
+        assert f"]({fig})" in md, fig
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000, fig
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and float(np.std(pixels)) > 0.01, fig  # not blank
+    assert "test acc" in res.output and "report.html" in res.output
