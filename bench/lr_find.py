@@ -96,8 +96,9 @@ def val_acc(recipe, data, lr: float | None) -> float:
     if lr is None or not math.isfinite(lr):
         return math.nan
     model = build_model(recipe, data)
+    d = recipe.section("data")  # the recipe as `dlrecipe train` runs it, augmentation (digits: mixup) included
     result = fit(model, data, dict(recipe.section("train"), lr=lr, epochs=3), seed=recipe["seed"],
-                 batch_size=recipe["data.batch_size"])
+                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg={"mixup_alpha": d["mixup_alpha"]})
     accs = [h["val_acc"] for h in result.history if math.isfinite(h["val_acc"])]
     return max(accs, default=0.0)
 

@@ -2,7 +2,8 @@
 
 Run: python bench/search_throughput.py [--trials 24] [--epochs 3] [--hidden 512] [--batch-size 16] [--repeats 3]
 
-Every measurement runs the same trials: digits, an MLP hidden-hidden (ReLU) with SGD + momentum 0.9, LR
+Every measurement runs the same trials: digits, an MLP hidden-hidden (ReLU, no dropout, no mixup) with SGD +
+momentum 0.9, LR
 log-uniform over [0.005, 0.5] and weight decay from {0, 1e-5, 1e-4}, drawn by Optuna's RandomSampler, `--epochs`
 epochs each, no fine stage, no early stopping or LR halving. The hand-written loop runs exactly the parameters
 dlrecipe's seeded sampler drew (enqueued into its study); both stop a trial at its first NaN/Inf loss. The default
@@ -35,7 +36,8 @@ def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size
     recipe = load("recipes/digits_mlp.toml", [f"search.space={SPACE}", f"search.trials={trials}",
                                               f"search.coarse_epochs={epochs}", "search.fine_trials=0",
                                               f"model.hidden=[{hidden}, {hidden}]", f"data.batch_size={batch_size}",
-                                              "train.patience=0", "train.lr_halving=0"])
+                                              "train.patience=0", "train.lr_halving=0",
+                                              "model.dropout=0.0", "data.augment=[]"])  # as the hand loop
     with tempfile.TemporaryDirectory() as runs:
         t0 = time.perf_counter()
         result = search(recipe, runs_dir=runs, jobs=jobs, quiet=True)

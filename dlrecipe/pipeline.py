@@ -211,7 +211,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
         summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
                                                      "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
                                                      "test_acc", "trials", "warnings")}
-        summary.update({k: ss[k] for k in ("test_acc", "test_loss") if k in ss})
+        summary.update({k: ss[k] for k in ("best_val_loss", "best_val_acc", "test_acc", "test_loss") if k in ss})
 
         # 4. report (in finish)
         if ss["status"] != "completed":

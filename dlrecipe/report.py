@@ -124,6 +124,12 @@ def _mixed_train(run_dir: Path, metrics_path: Path) -> bool:
         folder = folder.parent
 
 
+def _for_a_trial(finding: Finding) -> Finding:
+    """A search trial's epochs come from search.fine_epochs, not train.epochs: say so in the advice."""
+    advice = finding.advice.replace("raise train.epochs", "raise search.fine_epochs, the fine trials' epochs")
+    return Finding(finding.code, finding.message, advice)
+
+
 def _selected_trials(run_dir: Path) -> set[Path]:
     """trials/<n> folders that a search's summary.json (here or below) names as its selected model."""
     out = set()
@@ -152,7 +158,7 @@ def build_report(run_dir: str | Path) -> Report:
         if not picked:  # no selection recorded (killed, failed): the trial with the lowest validation loss
             picked = [min(trials, key=lambda c: c.metrics["val_loss"].min() if len(c.metrics) else np.inf)]
         for c in picked:
-            c.findings = diagnose(c.metrics, _mixed_train(run_dir, c.path))
+            c.findings = [_for_a_trial(f) for f in diagnose(c.metrics, _mixed_train(run_dir, c.path))]
             c.label += " (selected)" if c.path.parent in selected else " (best val_loss)"
         curves = picked
 
@@ -170,7 +176,7 @@ def build_report(run_dir: str | Path) -> Report:
         if png.name not in ours:
             figures.append((str(png.relative_to(run_dir)), png))
 
-    sections = [f"# Report: {run_dir.name}\n"]
+    sections = [f"# Report: {run_dir.name}\n"]  # diagnosis, a run's steps, figures, summaries, tables
     for c in curves:
         sections.append(f"## Diagnosis: {c.label}\n")
         if c.findings:
@@ -178,22 +184,26 @@ def build_report(run_dir: str | Path) -> Report:
         else:
             sections.append("- no alarm: the curves look healthy.")
         sections.append("")
+    tables: list[str] = []
     for summary_path in sorted(run_dir.rglob("summary.json")):
         if "trials" in summary_path.relative_to(run_dir).parts[:-1]:
             continue
         rel = summary_path.parent.relative_to(run_dir)
-        sections.append(f"## Summary: {rel if str(rel) != '.' else run_dir.name}\n")
-        sections.append(_md_table(_summary_table(read_json(summary_path))))
-    for csv_path in sorted(run_dir.rglob("*.csv")):
+        tables.append(f"## Summary: {rel if str(rel) != '.' else run_dir.name}\n")
+        tables.append(_md_table(_summary_table(read_json(summary_path))))
+    for csv_path in sorted(run_dir.rglob("*.csv"), key=lambda p: (p.name != "steps.csv", p)):  # steps first
         rel = csv_path.relative_to(run_dir)
         if "trials" in rel.parts[:-1]:
             continue
         df = pd.read_csv(csv_path)
         note = "" if len(df) <= MAX_TABLE_ROWS else f" (last {MAX_TABLE_ROWS} of {len(df)} rows)"
-        sections.append(f"## Table: {rel}{note}\n")
-        sections.append(_md_table(df.tail(MAX_TABLE_ROWS)))
+        block = [f"## Table: {rel}{note}\n", _md_table(df.tail(MAX_TABLE_ROWS))]
+        if csv_path == run_dir / "steps.csv":
+            sections += block
+        else:
+            tables += block
     md_figs = [f"## Figure: {title}\n\n![{title}]({fig.relative_to(run_dir)})\n" for title, fig in figures]
-    md = "\n".join(sections[:1] + md_figs + sections[1:])
+    md = "\n".join(sections + md_figs + tables)
     (run_dir / "report.md").write_text(md)
     (run_dir / "report.html").write_text(_html(run_dir, md, figures))
     write_json(run_dir / "report.json", {c.label: [f.to_dict() for f in c.findings] for c in curves})
@@ -245,12 +255,14 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
         if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
             raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
         s = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+        selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
+        curve = d / "metrics.csv" if (d / "metrics.csv").is_file() else (selected[0] if selected else None)
+        if curve is not None:  # a train run's curve, or the selected trial of a search or run
+            curves.append(Curve(d.name, curve, pd.read_csv(curve)))
         rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"), "status": s.get("status"),
                      "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),
                      "best_val_acc": s.get("best_val_acc"), "test_loss": s.get("test_loss"),
-                     "test_acc": s.get("test_acc")})
-        if (d / "metrics.csv").is_file():
-            curves.append(Curve(d.name, d / "metrics.csv", pd.read_csv(d / "metrics.csv")))
+                     "test_acc": s.get("test_acc"), "curve": "" if curve is None else str(curve.relative_to(d))})
     table = pd.DataFrame(rows)
     out = new_run_dir(runs_dir, "compare", "compare")
     table.to_csv(out / "compare.csv", index=False)

@@ -98,6 +98,8 @@ def test_report_of_a_search_plots_every_trial(tmp_path):
     (tmp_path / "summary.json").write_text('{"status": "completed", "selected_trial": 2}')
     (curve,) = build_report(tmp_path).curves  # the search's selected trial, whatever its validation loss
     assert curve.label == "trials/2 (selected)" and "train_longer" in {f.code for f in curve.findings}
+    longer = next(f for f in curve.findings if f.code == "train_longer")
+    assert "search.fine_epochs" in longer.advice  # a trial's epochs are the search's, not train.epochs
 
 
 def test_report_of_a_sanity_folder_without_curves_still_has_its_tables_and_figures(tmp_path):
@@ -120,8 +122,16 @@ def test_compare_writes_one_table_and_one_plot(tmp_path):
         df.to_csv(d / "metrics.csv", index=False)
         (d / "summary.json").write_text(f'{{"name": "{name}", "best_val_acc": 0.9}}')
         runs.append(d)
+    run = tmp_path / "c-run" / "3-search"  # a chained run: its curve is the selected trial's
+    for n, df in ((0, UNDERFIT), (4, HEALTHY)):
+        (run / "trials" / str(n)).mkdir(parents=True)
+        df.to_csv(run / "trials" / str(n) / "metrics.csv", index=False)
+    (run / "summary.json").write_text('{"selected_trial": 4}')
+    (run.parent / "summary.json").write_text('{"name": "c", "command": "run", "test_acc": 0.9}')
+    runs.append(run.parent)
     table, out = compare(runs, runs_dir=tmp_path / "runs")
-    assert list(table["name"]) == ["a", "b"]
+    assert list(table["name"]) == ["a", "b", "c"]
+    assert list(table["curve"]) == ["metrics.csv", "metrics.csv", "3-search/trials/4/metrics.csv"]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
 
 
