@@ -112,7 +112,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
     """Steps 4 and 5: coarse random search (trials x coarse_epochs), then fine trials narrowed around the top-k
     (fine_epochs, early stopping, LR halving); the best fine snapshot is tested once.
 
-    The space is the recipe's [search] table (default: LR log-uniform over two decades, weight decay
+    The space is the recipe's \\[search] table (default: LR log-uniform over two decades, weight decay
     {0, 1e-5, 1e-4}). Writes runs/<time>-<name>-search/: trials.csv, trials/<n>/metrics.csv, summary.json,
     model.pt (selected), search_params.png, search_curves.png, study.journal.
 
@@ -382,7 +382,7 @@ RUN_HELP = (
     "--budget MINUTES sizes the search from lr-find's measured seconds per update: trial counts and epochs are "
     "scaled by the same factor (each by its square root; at least 4 coarse trials of 1 epoch and 1 fine trial "
     "of 3 epochs) so that the planned epochs fit; a larger budget adds trials (up to 4x), never epochs. The plan "
-    "is in summary.json. Without --budget the recipe's [search] settings are used as written.\n\n"
+    "is in summary.json. Without --budget the recipe's \\[search] settings are used as written.\n\n"
     "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
     "model; 2: usage or recipe error.\n\n"
     "Example: dlrecipe run recipes/mnist1d_mlp.toml --budget 10"

@@ -129,3 +129,10 @@ def test_digits_mlp_reaches_097_test_accuracy(tmp_path):
     assert res.exit_code == 0, res.output
     (run,) = tmp_path.iterdir()
     assert json.loads((run / "summary.json").read_text())["test_acc"] >= 0.97
+
+
+@pytest.mark.parametrize("command", ["run", "search"])
+def test_help_shows_the_search_table_name_literally(command):
+    """Rich markup would swallow an unescaped [search]: the help must still name the table."""
+    res = _invoke(command, "--help")
+    assert res.exit_code == 0 and "[search]" in res.output
