@@ -33,6 +33,17 @@ def write_table_csv(path: Path, n: int = 200, seed: int = 0) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run faster on one torch thread, and a busy 2-core machine cannot slow them by oversubscription."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def table_csv(tmp_path) -> Path:
     return write_table_csv(tmp_path / "table.csv")
 

@@ -26,13 +26,7 @@ MNIST1D = ROOT / "recipes/mnist1d_mlp.toml"
 LECTURE_LRS = (1e-1, 1e-2, 1e-3, 1e-4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and a busy machine cannot slow them down by oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

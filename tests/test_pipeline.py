@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from dlrecipe.cli import app
@@ -31,13 +30,7 @@ runner = CliRunner()
 TINY_SEARCH = {"search.trials": 4, "search.coarse_epochs": 1, "search.fine_trials": 1, "search.fine_epochs": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is faster and keeps a 2-core CI box responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def search_recipe(**values):

@@ -352,19 +352,12 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
 
 
 @pytest.mark.slow
-def test_acceptance_digits_search_selects_a_model_with_at_least_98_percent_test_accuracy(tmp_path):
+def test_acceptance_digits_search_selects_a_model_with_at_least_98_percent_test_accuracy(tmp_path, one_thread):
     """Issue 5: `dlrecipe search recipes/digits_mlp.toml` as shipped (26 trials) selects a >= 0.98 model."""
-    import torch
-
     from dlrecipe.recipe import load
     from dlrecipe.search import search
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = search(load(ROOT / "recipes" / "digits_mlp.toml"), device="cpu", runs_dir=tmp_path)
-    finally:
-        torch.set_num_threads(threads)
+    result = search(load(ROOT / "recipes" / "digits_mlp.toml"), device="cpu", runs_dir=tmp_path)
     s = result.summary
     assert s["status"] == "completed" and s["selected_stage"] == "fine"
     assert len(result.trials) == 26 and s["test_acc"] >= 0.98, s
