@@ -212,6 +212,8 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
                                                      "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
                                                      "test_acc", "trials", "warnings")}
         summary.update({k: ss[k] for k in ("best_val_loss", "best_val_acc", "test_acc", "test_loss") if k in ss})
+        if (sr.run_dir / "model.pt").is_file():
+            summary["model"] = str((sr.run_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
 
         # 4. report (in finish)
         if ss["status"] != "completed":

@@ -151,6 +151,7 @@ def test_acceptance_digits_run_end_to_end_report_has_every_steps_table_and_figur
     assert summary["status"] == "completed" and summary["test_acc"] >= 0.97
     assert [s for s in summary["steps"]] == ["sanity", "lr-find", "search", "report"]
     assert summary["search"]["best_params"]["train.lr"] > 0
+    assert summary["model"] == "3-search/model.pt" and (run / summary["model"]).is_file()
     lr_range = summary["lr_find"]["search_range"]  # the search used lr-find's range for the LR
     search = json.loads((run / FOLDERS["search"] / "search.json").read_text())
     assert search["space"]["train.lr"] == {"log_uniform": lr_range}
