@@ -423,6 +423,8 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
                 for f in c.findings:
                     console.print(f"  [yellow]{f.code}[/]: {f.message}\n    next: {f.advice}", highlight=False)
         s = res.summary
+        for line in s["warnings"] + ((s.get("search") or {}).get("warnings") or []):
+            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
         colour = "green" if s["status"] == "completed" else "bold red"
         console.print(f"[{colour}]{s['status']}[/]: {s['reason']}", highlight=False, soft_wrap=True)
         spent = f"{s['seconds']:.0f} s" + (f" of a {budget:g}-minute budget" if budget else "")

@@ -130,7 +130,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
     from .sanity import run_sanity
 
     _check_budget(budget_minutes)
-    S._check_options(jobs, "none", 1, 1)
+    S.check_options(jobs, "none", 1, 1)
     S.parse_space(recipe)  # a bad [search] space is a recipe error now, not after sanity and lr-find
     say = say or (lambda message: None)
     t0 = time.perf_counter()
@@ -139,7 +139,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
     data = load_data(recipe, device)  # a bad data source fails before any folder exists
     run_dir = start_run(recipe, runs_dir, "run", device)
     summary = {"name": recipe.name, "command": "run", "status": "running", "reason": "", "budget_minutes":
-               budget_minutes, "force": force, "steps": {}}
+               budget_minutes, "force": force, "steps": {}, "warnings": []}
     result = RunResult(run_dir, summary)
 
     with CsvLog(run_dir / "steps.csv", ["step", "status", "result", "seconds", "folder"]) as log:
@@ -185,6 +185,10 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
         record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
                f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
         summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr, "search_range": [low, high]}
+        if lr.status != "ok":  # every probe flat or diverged: the range is a guess, say so and go on
+            warning = f"lr-find: {lr.status}: {lr.evidence}; the search uses its range {low:.3g} .. {high:.3g} anyway"
+            summary["warnings"].append(warning)
+            say(f"warning: {warning}")
 
         # 3. search, sized to the budget
         left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S

@@ -691,7 +691,7 @@ def _write_trials_csv(run_dir: Path, rows: list[dict]) -> None:
     os.replace(tmp, run_dir / "trials.csv")
 
 
-def _check_options(jobs: int, prune: str, seeds: int, ensemble: int) -> None:
+def check_options(jobs: int, prune: str, seeds: int, ensemble: int) -> None:
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not allowed: at least 1 worker process")
     if prune not in PRUNERS:
@@ -731,7 +731,7 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
     """
     from .data import load_data
 
-    _check_options(jobs, prune, seeds, ensemble)
+    check_options(jobs, prune, seeds, ensemble)
     lr_find = read_lr_find(from_lr_find) if from_lr_find else None
     space = parse_space(recipe, lr_find)
     device = resolve_device(device)
@@ -762,7 +762,7 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
     run_dir = Path(run_dir)
     if not (run_dir / "search.json").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe search run folder (no search.json)")
-    _check_options(jobs, "none", 1, 1)
+    check_options(jobs, "none", 1, 1)
     saved = read_json(run_dir / "search.json")
     r, differ = _study_recipe(saved, recipe)
     if differ:

@@ -172,3 +172,16 @@ def test_acceptance_digits_run_end_to_end_report_has_every_steps_table_and_figur
         pixels = matplotlib.image.imread(path)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and float(np.std(pixels)) > 0.01, fig  # not blank
     assert "test acc" in res.output and "report.html" in res.output
+
+
+def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp_path, monkeypatch):
+    import dataclasses
+
+    import dlrecipe.lr_find as L
+
+    real = L.lr_find
+    monkeypatch.setattr(L, "lr_find", lambda *a, **k: dataclasses.replace(real(*a, **k), status="all_flat"))
+    result = run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    assert result.summary["status"] == "completed" and result.steps[1]["status"] == "all_flat"
+    (warning,) = result.summary["warnings"]
+    assert warning.startswith("lr-find: all_flat") and "uses its range" in warning
