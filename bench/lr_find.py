@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from dlrecipe import lr_find as L
+from dlrecipe.augment import config as augment_config
 from dlrecipe.components import build_optimizer
 from dlrecipe.data import load_data
 from dlrecipe.loop import fit, loss_function
@@ -98,7 +99,7 @@ def val_acc(recipe, data, lr: float | None) -> float:
     model = build_model(recipe, data)
     d = recipe.section("data")  # the recipe as `dlrecipe train` runs it, augmentation (digits: mixup) included
     result = fit(model, data, dict(recipe.section("train"), lr=lr, epochs=3), seed=recipe["seed"],
-                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg={"mixup_alpha": d["mixup_alpha"]})
+                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg=augment_config(d))
     accs = [h["val_acc"] for h in result.history if math.isfinite(h["val_acc"])]
     return max(accs, default=0.0)
 

@@ -97,6 +97,12 @@ def mixup(
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
+def config(data: dict) -> dict:
+    """The keyword arguments of `apply` from a recipe's [data] table (recipe.section("data"))."""
+    return {"padding": data["crop_padding"], "strength": data["jitter"], "cutout_size": data["cutout_size"],
+            "mixup_alpha": data["mixup_alpha"]}
+
+
 def apply(
     x: torch.Tensor,
     y: torch.Tensor,

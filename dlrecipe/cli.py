@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .display import console, err, fmt, make_progress
+from .display import console, err, fmt, make_progress, plain
 from .errors import UserError
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
     except UserError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted: the run folder keeps every finished epoch")
@@ -85,7 +85,7 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         table.add_row(fmt(s["best_epoch"]), fmt(s["epochs_run"]), fmt(s.get("best_val_loss")),
                       fmt(s.get("best_val_acc")), fmt(s.get("test_loss")), fmt(s.get("test_acc")))
         console.print(table)
-        console.print(f"{s['reason']}\nrun folder: {result.run_dir}", highlight=False)
+        console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False)
         return 0
     _guard(debug, body)
 
@@ -140,9 +140,9 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         table = S.leaderboard(result, title=f"{r.name}: leaderboard")
         console.print(table)
         for line in s.get("warnings", []):
-            err.print(f"[yellow]warning:[/] {line}", highlight=False)
+            err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False)
         if s["status"] != "completed":
-            console.print(f"{s['reason']}\nrun folder: {result.run_dir}", highlight=False)
+            console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False)
             return 1
         lines = [f"selected: trial {s['selected_trial']} ({s['selected_stage']}) "
                  + " ".join(f"{k}={fmt(v)}" for k, v in s["best_params"].items()),
@@ -307,10 +307,10 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         for col in ("check", "status", "observed", "expected", "advice"):
             table.add_column(col, overflow="fold")
         for c in result.checks:
-            table.add_row(c.check, SANITY_STATUS[c.status], c.observed, c.expected, c.advice)
+            table.add_row(c.check, SANITY_STATUS[c.status], plain(c.observed), plain(c.expected), plain(c.advice))
         console.print(table)
         colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.status]
-        console.print(f"[{colour}]{result.verdict}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[{colour}]{plain(result.verdict)}[/]", highlight=False, soft_wrap=True)
         console.print(f"run folder: {result.run_dir} ({result.seconds:.1f} s)", highlight=False)
         return result.exit_code(strict)
     _guard(debug, body)
@@ -330,7 +330,7 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         r = _load(recipe, sets, None)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         searched = f", searches {', '.join(space)}" if space else ""
-        console.print(f"[green]ok[/]: {recipe} ({r.name}: {r['task']}, data {r['data.source']}, "
+        console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {r['data.source']}, "
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})", highlight=False)
     _guard(debug, body)
 
@@ -368,7 +368,7 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     for col in ("run", "name", "command", "status", "best val", "test", "date"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["run"], r["name"], r["command"], r["status"], fmt(r["best_val"]), fmt(r["test"]), r["date"])
+        table.add_row(*(fmt(r[k]) for k in ("run", "name", "command", "status", "best_val", "test", "date")))
     console.print(table)
 
 
@@ -414,21 +414,21 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         for col, justify in (("step", "left"), ("status", "left"), ("result", "left"), ("s", "right")):
             table.add_column(col, justify=justify, overflow="fold")
         for row in res.steps:
-            table.add_row(row["step"], row["status"], row["result"], f"{row['seconds']:.1f}")
+            table.add_row(plain(row["step"]), plain(row["status"]), plain(row["result"]), f"{row['seconds']:.1f}")
         console.print(table)
         if res.report is not None:
             for c in res.report.curves:
-                console.print(f"[bold]{c.label}[/] val_loss {sparkline(c.metrics['val_loss'], 40)}",
+                console.print(f"[bold]{plain(c.label)}[/] val_loss {sparkline(c.metrics['val_loss'], 40)}",
                               highlight=False)
                 for f in c.findings:
-                    console.print(f"  [yellow]{f.code}[/]: {f.message}\n    next: {f.advice}", highlight=False)
+                    console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}", highlight=False)
         s = res.summary
         for line in s["warnings"] + ((s.get("search") or {}).get("warnings") or []):
-            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False, soft_wrap=True)
         colour = "green" if s["status"] == "completed" else "bold red"
-        console.print(f"[{colour}]{s['status']}[/]: {s['reason']}", highlight=False, soft_wrap=True)
+        console.print(f"[{colour}]{s['status']}[/]: {plain(s['reason'])}", highlight=False, soft_wrap=True)
         spent = f"{s['seconds']:.0f} s" + (f" of a {budget:g}-minute budget" if budget else "")
-        console.print(f"run folder: {res.run_dir} ({spent}); report: {res.run_dir / 'report.html'}",
+        console.print(f"run folder: {plain(res.run_dir)} ({spent}); report: {plain(res.run_dir / 'report.html')}",
                       highlight=False)
         return res.exit_code
     _guard(debug, body)
@@ -450,12 +450,12 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
 
         rep = build_report(run_dir)
         for c in rep.curves:
-            console.print(f"[bold]{c.label}[/]\n  val_loss per epoch {sparkline(c.metrics['val_loss'])}",
+            console.print(f"[bold]{plain(c.label)}[/]\n  val_loss per epoch {sparkline(c.metrics['val_loss'])}",
                           highlight=False)
             if not c.findings:
                 console.print("  [green]no alarm[/]: the curves look healthy")
             for f in c.findings:
-                console.print(f"  [yellow]{f.code}[/]: {f.message}\n    next: {f.advice}", highlight=False)
+                console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}", highlight=False)
         console.print(f"report: {rep.run_dir / 'report.html'}", highlight=False)
     _guard(debug, body)
 
@@ -470,18 +470,27 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
     Example: dlrecipe compare runs/*digits_mlp-train
     """
     def body():
+        from rich import box
         from rich.table import Table
 
         from .report import compare as run_compare
 
         table, out = run_compare(run_dirs, runs_dir)
-        t = Table(title="runs", title_justify="left")
-        for col in table.columns:
-            t.add_column(col)
-        for row in table.itertuples(index=False):
-            t.add_row(*(fmt(v) for v in row))
+        shown = {"run": "run", "status": "status", "best_val_loss": "val\nloss", "best_val_acc": "val\nacc",
+                 "test_loss": "test\nloss", "test_acc": "test\nacc"}  # compare.csv has every column
+        if (table["status"].isin(["completed", "early_stopped"])).all():
+            del shown["status"]  # shown only when it tells runs apart
+        t = Table(title=f"{len(table)} runs: best validation and test metrics", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
+        missing = table.astype(object).where(table.notna(), None)  # a metric a run does not have: "-", not "nan"
+        rows = [[fmt(row[c], 3) for c in shown] for row in missing.to_dict("records")]
+        for i, (col, header) in enumerate(shown.items()):  # each column as wide as its widest cell
+            width = max(len(part) for text in [header, *(r[i] for r in rows)] for part in text.split("\n"))
+            t.add_column(header, no_wrap=True, min_width=width, justify="left" if col in ("run", "status") else "right")
+        for cells in rows:
+            t.add_row(*cells)
         console.print(t)
-        console.print(f"table and plot: {out}", highlight=False)
+        console.print(f"table (every column, and the curve plotted) and plot: {plain(out)}", highlight=False)
     _guard(debug, body)
 
 

@@ -7,18 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()                      # results: tables, verdicts, paths
 err = Console(stderr=True)               # progress bars, warnings, errors
 
 
+def plain(value: Any) -> str:
+    """Text printed as it is: rich would read a user's value such as [mixup] as a markup tag and drop it."""
+    return escape(str(value))
+
+
 def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers for tables: 4 significant digits, '-' for missing."""
+    """Numbers for tables: 4 significant digits, '-' for missing; anything else as plain text."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    return str(value)
+    return plain(value)
 
 
 class NullProgress:

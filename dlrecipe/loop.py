@@ -70,22 +70,20 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     return out
 
 
-def _train_accuracy(preds: list[torch.Tensor], targets: list[torch.Tensor],
-                    mixed: list[tuple[int, torch.Tensor, float]], seen: int) -> float:
-    """Accuracy on the epoch's training batches; a mixup batch scores lam * hits(y_a) + (1 - lam) * hits(y_b)
-    (the mixed targets it was trained on, as in the mixup paper's code)."""
+def _train_accuracy(preds: list[torch.Tensor], targets: list[torch.Tensor], targets_b: list[torch.Tensor],
+                    lams: list[float]) -> float:
+    """Accuracy on the epoch's training batches, scored in one pass. Batch i counts lams[i] * hits(targets[i]) +
+    (1 - lams[i]) * hits(targets_b[i]): a mixup batch is scored on the blend of labels it was trained on (as in the
+    mixup paper's code); any other batch has lam 1."""
     if not preds:
         return 0.0
-    hits = (torch.cat(preds).argmax(dim=1) == torch.cat(targets)).float()
-    correct = hits.sum()
-    if mixed:
-        starts = [0]
-        for p in preds:
-            starts.append(starts[-1] + len(p))
-        for i, y_b, lam in mixed:
-            hits_b = (preds[i].argmax(dim=1) == y_b).float().sum()
-            correct = correct - (1 - lam) * hits[starts[i]:starts[i + 1]].sum() + (1 - lam) * hits_b
-    return float(correct) / max(seen, 1)
+    guess = torch.cat(preds).argmax(dim=1)
+    hits = (guess == torch.cat(targets)).float()
+    if all(lam == 1.0 for lam in lams):
+        return float(hits.mean())
+    sizes = torch.tensor([len(t) for t in targets], device=guess.device)
+    lam = torch.tensor(lams, device=guess.device).repeat_interleave(sizes)
+    return float((lam * hits + (1 - lam) * (guess == torch.cat(targets_b)).float()).mean())
 
 
 def _better(value: float, best: float, monitor: str) -> bool:
@@ -131,7 +129,8 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         loss_sum = torch.zeros((), device=device)
         preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
         targets: list[torch.Tensor] = []
-        mixed: list[tuple[int, torch.Tensor, float]] = []  # mixup batches: (index in preds, second labels, lam)
+        targets_b: list[torch.Tensor] = []  # mixup's second labels (the first ones for other batches)
+        lams: list[float] = []
         seen = 0
         for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
             if max_batches is not None and step >= max_batches:
@@ -152,10 +151,10 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             if task == "classification":
-                if yb_b is not None:
-                    mixed.append((len(preds), yb_b, lam))
                 preds.append(out.detach())
                 targets.append(yb)
+                targets_b.append(yb if yb_b is None else yb_b)
+                lams.append(lam)
             seen += len(idx)
             if on_step is not None:
                 on_step(len(idx))
@@ -164,7 +163,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
         train_loss = float(loss_sum) / max(seen, 1)
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
         if task == "classification":
-            row["train_acc"] = _train_accuracy(preds, targets, mixed, seen)
+            row["train_acc"] = _train_accuracy(preds, targets, targets_b, lams)
         if math.isfinite(train_loss):
             val = evaluate(model, x_val, y_val, task, loss_fn, eval_bs)
         else:

@@ -488,6 +488,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
     probes run only while it allows. runs_dir None: write nothing. data: already loaded data (tests, bench).
     folder: the run folder's exact name under runs_dir (default: <time>-<name>-lr-find).
     """
+    from . import augment as A
     from . import components as C
     from .data import load_data
     from .models import build_model
@@ -509,8 +510,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
     tr = dict(recipe.section("train"))
     tr["weight_decay"] = tr["weight_decay"] or PROBE_WEIGHT_DECAY
     d = recipe.section("data")
-    aug_cfg = {"padding": d["crop_padding"], "strength": d["jitter"], "cutout_size": d["cutout_size"],
-               "mixup_alpha": d["mixup_alpha"]}
+    aug_cfg = A.config(d)
     seed_list = [recipe["seed"] + k for k in range(seeds)]
     models, inits = {}, {}
     for s in seed_list:

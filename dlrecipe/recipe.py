@@ -160,7 +160,8 @@ def _check_type(key: str, value: Any, spec: Key) -> Any:
         return value
     inner = t[5:-1]  # "list[int]" -> "int"
     if not isinstance(value, list):
-        raise bad(f"a list of {inner}s")
+        hint = ' (TOML: quote the strings, e.g. ["a", "b"])' if inner == "str" and str(value).startswith("[") else ""
+        raise bad(f"a list of {inner}s{hint}")
     return [_check_type(f"{key}[{i}]", v, Key(inner, None, "")) for i, v in enumerate(value)]
 
 

@@ -16,6 +16,7 @@ from .errors import UserError
 from .runs import new_run_dir, read_json, write_json
 
 MAX_TABLE_ROWS = 40   # CSVs longer than this are summarised by their last rows in the report
+LOG_AXIS_SPAN = 30    # losses spanning more than 30x are drawn on a log axis
 
 
 @dataclass
@@ -45,6 +46,16 @@ def _label(run_dir: Path, path: Path) -> str:
     return str(rel) if str(rel) != "." else run_dir.name
 
 
+def loss_scale(curves: list[Curve]) -> str:
+    """"log" when the losses span more than LOG_AXIS_SPAN (one early spike, e.g. batch norm's first epoch or a
+    diverging run, would flatten every other curve on a linear axis), else "linear"."""
+    parts = [c.metrics[k].to_numpy(float) for c in curves for k in ("train_loss", "val_loss") if k in c.metrics]
+    losses = np.concatenate(parts) if parts else np.array([])
+    losses = losses[np.isfinite(losses)]
+    span_log = len(losses) and losses.min() > 0 and losses.max() / losses.min() > LOG_AXIS_SPAN
+    return "log" if span_log else "linear"
+
+
 def _plot_curves(curves: list[Curve], path: Path, title: str) -> Path:
     """Loss (and accuracy) per epoch: points as a scatter, a moving average as a line (lecture 003)."""
     import matplotlib
@@ -69,6 +80,7 @@ def _plot_curves(curves: list[Curve], path: Path, title: str) -> Path:
                 ax.plot(m["epoch"], moving_average(y, window), style, label=name,
                         color=color if len(curves) > 1 else None)
     axes[0][0].set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    axes[0][0].set_yscale(loss_scale(curves))
     if has_acc:
         axes[0][1].set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
     for ax in axes[0]:
@@ -134,8 +146,10 @@ def _selected_trials(run_dir: Path) -> set[Path]:
     """trials/<n> folders that a search's summary.json (here or below) names as its selected model."""
     out = set()
     for path in run_dir.rglob("summary.json"):
+        if "trials" in path.relative_to(run_dir).parts:
+            continue
         n = read_json(path).get("selected_trial")
-        if n is not None and "trials" not in path.relative_to(run_dir).parts:
+        if n is not None:
             out.add(path.parent / "trials" / str(n))
     return out
 
@@ -255,8 +269,10 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
         if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
             raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
         s = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
-        selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
-        curve = d / "metrics.csv" if (d / "metrics.csv").is_file() else (selected[0] if selected else None)
+        curve = d / "metrics.csv"
+        if not curve.is_file():  # a search or run: the selected trial's curve
+            selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
+            curve = selected[0] if selected else None
         if curve is not None:  # a train run's curve, or the selected trial of a search or run
             curves.append(Curve(d.name, curve, pd.read_csv(curve)))
         rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"), "status": s.get("status"),

@@ -30,6 +30,7 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     """Build, fit and test the recipe's model on `data`, writing metrics.csv, model.pt and summary.json."""
     import torch
 
+    from .augment import config as augment_config
     from .loop import evaluate, fit, loss_function
     from .models import build_model, count_parameters
 
@@ -41,8 +42,7 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     max_batches = SMOKE_BATCHES if smoke else None
     device = data.x_train.device
     model = build_model(recipe, data, seed=seed).to(device)
-    aug_cfg = {"padding": d["crop_padding"], "strength": d["jitter"], "cutout_size": d["cutout_size"],
-               "mixup_alpha": d["mixup_alpha"]}
+    aug_cfg = augment_config(d)
     per_epoch = min(len(data.x_train), (max_batches or 10**9) * d["batch_size"])
     t0 = time.perf_counter()
     progress.start(tr["epochs"], per_epoch, recipe.name)

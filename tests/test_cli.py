@@ -136,3 +136,10 @@ def test_help_shows_the_search_table_name_literally(command):
     """Rich markup would swallow an unescaped [search]: the help must still name the table."""
     res = _invoke(command, "--help")
     assert res.exit_code == 0 and "[search]" in res.output
+
+
+def test_errors_quote_bracketed_values_as_typed():
+    """A value like [mixup] is shown verbatim (rich would read it as a markup tag), with the TOML hint."""
+    res = _invoke("validate", DIGITS, "--set", "data.augment=[mixup]")
+    assert res.exit_code == 2
+    assert "data.augment = '[mixup]' is not allowed" in res.output and 'e.g. ["a", "b"]' in res.output

@@ -135,9 +135,9 @@ def test_mixup_training_accuracy_weights_both_labels_by_lam():
     clean = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])  # predicts 0, 1
     blended = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])  # predicts 2, 0
     y_a = [torch.tensor([0, 0]), torch.tensor([2, 1])]
-    y_b = torch.tensor([1, 0])
-    # batch 1 (clean): 1 hit of 2; batch 2 (mixup, lam 0.7): 0.7 * hits(y_a)=1 + 0.3 * hits(y_b)=1 -> 1.0
-    assert _train_accuracy([clean, blended], y_a, [(1, y_b, 0.7)], 4) == pytest.approx((1 + 0.7 + 0.3) / 4)
-    y_b_miss = torch.tensor([1, 1])  # hits(y_b) = 0: 0.7 * 1
-    assert _train_accuracy([clean, blended], y_a, [(1, y_b_miss, 0.7)], 4) == pytest.approx((1 + 0.7) / 4)
-    assert _train_accuracy([clean, blended], y_a, [], 4) == pytest.approx(2 / 4)  # no mixup: plain accuracy
+    y_b = [y_a[0], torch.tensor([1, 0])]  # a clean batch's second labels are its first ones
+    # batch 1 (clean, lam 1): 1 hit of 2; batch 2 (mixup, lam 0.7): 0.7 * hits(y_a)=1 + 0.3 * hits(y_b)=1 -> 1.0
+    assert _train_accuracy([clean, blended], y_a, y_b, [1.0, 0.7]) == pytest.approx((1 + 0.7 + 0.3) / 4)
+    y_b_miss = [y_a[0], torch.tensor([1, 1])]  # hits(y_b) = 0: 0.7 * 1
+    assert _train_accuracy([clean, blended], y_a, y_b_miss, [1.0, 0.7]) == pytest.approx((1 + 0.7) / 4)
+    assert _train_accuracy([clean, blended], y_a, y_a, [1.0, 1.0]) == pytest.approx(2 / 4)  # no mixup: plain

@@ -13,6 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dlrecipe import lr_find as L
+from dlrecipe.augment import config as augment_config
 from dlrecipe.cli import app
 from dlrecipe.data import load_data
 from dlrecipe.loop import fit
@@ -260,7 +261,7 @@ def _three_epochs(recipe, data, lr: float) -> tuple[float, str]:
     model = build_model(recipe, data)
     d = recipe.section("data")
     result = fit(model, data, dict(recipe.section("train"), lr=lr, epochs=3), seed=recipe["seed"],
-                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg={"mixup_alpha": d["mixup_alpha"]})
+                 batch_size=d["batch_size"], augment=d["augment"], aug_cfg=augment_config(d))
     accs = [h["val_acc"] for h in result.history if not math.isnan(h["val_acc"])]
     return max(accs, default=0.0), result.status
 

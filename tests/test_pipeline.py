@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlrecipe.cli import app
-from dlrecipe.errors import UserError
+from dlrecipe.errors import RecipeError, UserError
 from dlrecipe.pipeline import (
     EPOCH_OVERHEAD,
     FOLDERS,
@@ -86,7 +86,7 @@ def test_bad_budget_and_bad_space_fail_before_any_folder(tmp_path):
     res = runner.invoke(app, ["run", str(ROOT / "recipes" / "digits_mlp.toml"), "--runs-dir", str(tmp_path),
                               "--set", 'search.space={"train.lr" = {log_uniform = [0, 1]}}'])
     assert res.exit_code == 2 and "low must be larger than 0" in res.output and "Traceback" not in res.output
-    with pytest.raises(Exception, match="low must be larger than 0"):
+    with pytest.raises(RecipeError, match="low must be larger than 0"):
         run_recipe(bad, runs_dir=tmp_path)
     assert not list(tmp_path.iterdir())
 

@@ -164,3 +164,36 @@ def test_noisy_validation_is_scatter_around_the_trend_not_the_trend():
 def test_a_steep_first_epoch_is_not_noise():
     smooth = np.r_[20.0, 4.0, 1.2, np.exp(-np.arange(27) / 10) * 0.5 + 0.1]  # batch-norm-like start, then smooth
     assert "noisy_val" not in codes(curves(smooth * 0.5, smooth, np.full(30, 0.97), np.full(30, 0.95)))
+
+
+def test_compare_command_prints_each_runs_metrics_in_80_columns(tmp_path):
+    from typer.testing import CliRunner
+
+    from dlrecipe.cli import app
+
+    runs = []
+    for name, status, acc in [("20261123-231943-mnist1d_mlp-run", "completed", 0.668),
+                              ("20261123-231959-mnist1d_cnn-run", "diverged", 0.961)]:
+        d = tmp_path / name
+        d.mkdir()
+        HEALTHY.to_csv(d / "metrics.csv", index=False)
+        loss = ', "best_val_loss": 0.133' if status == "completed" else ""  # the other run has none
+        (d / "summary.json").write_text(f'{{"status": "{status}", "test_acc": {acc}{loss}}}')
+        runs.append(str(d))
+    res = CliRunner().invoke(app, ["compare", *runs, "--runs-dir", str(tmp_path / "out")], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    row = next(line for line in lines if "mnist1d_mlp-run" in line)  # the whole name on one line, with its numbers
+    assert "20261123-231943-mnist1d_mlp-run" in row and "0.668" in row and "0.133" in row
+    other = next(line for line in lines if "mnist1d_cnn-run" in line)
+    assert "diverged" in other and "nan" not in other and " - " in other  # status shown; a missing metric is "-"
+    assert max(len(line) for line in lines) <= 80
+
+
+def test_a_loss_spike_puts_the_loss_axis_on_a_log_scale():
+    from dlrecipe.report import Curve, loss_scale
+
+    spike = np.r_[70.0, 10.0, np.exp(-np.arange(13) / 5) * 0.5 + 0.12]  # batch norm's first epochs, then ~0.1
+    assert loss_scale([Curve("cnn", None, curves(spike, spike))]) == "log"
+    assert loss_scale([Curve("healthy", None, HEALTHY)]) == "linear"  # 1.15 .. 0.25: linear is readable
+    assert loss_scale([Curve("nan", None, DIVERGING)]) == "linear"  # 2.3 .. 9 and a NaN
