@@ -355,20 +355,25 @@ def components() -> None:
 
 @app.command()
 def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option(help="newest N runs")] = 20) -> None:
-    """List past runs: name, command, status, best validation metric, test metric, date."""
+    """List past runs, newest first: run folder (<time>-<name>-<command>), status, best validation metric, test
+    metric."""
+    from rich import box
     from rich.table import Table
 
     from .runs import list_runs
 
     rows = list_runs(runs_dir)[:limit]
     if not rows:
-        console.print(f"no runs under {runs_dir}")
+        console.print(f"no runs under {plain(runs_dir)}")
         return
-    table = Table(title=f"runs in {runs_dir}", title_justify="left")
-    for col in ("run", "name", "command", "status", "best val", "test", "date"):
-        table.add_column(col)
+    table = Table(title=f"runs in {plain(runs_dir)}, newest first", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("status")
+    table.add_column("best val", justify="right")
+    table.add_column("test", justify="right")
     for r in rows:
-        table.add_row(*(fmt(r[k]) for k in ("run", "name", "command", "status", "best_val", "test", "date")))
+        table.add_row(*(fmt(r[k]) for k in ("run", "status")), fmt(r["best_val"], 3), fmt(r["test"], 3))
     console.print(table)
 
 

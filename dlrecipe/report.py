@@ -282,6 +282,8 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
     table = pd.DataFrame(rows)
     out = new_run_dir(runs_dir, "compare", "compare")
     table.to_csv(out / "compare.csv", index=False)
+    write_json(out / "summary.json", {"name": "compare", "command": "compare", "status": "completed",
+                                      "runs": [str(d) for d in run_dirs]})  # so `dlrecipe runs` lists it as done
     fig = out / "compare.png"
     if curves:
         _plot_curves(curves, fig, "runs")

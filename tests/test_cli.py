@@ -109,8 +109,10 @@ def test_components_lists_every_registered_name():
 
 def test_runs_lists_past_runs(tmp_path):
     _invoke("train", DIGITS, "--smoke", "--runs-dir", tmp_path, "-q")
-    res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)], env={"COLUMNS": "250"})
-    assert res.exit_code == 0 and "digits_mlp" in res.output and "completed" in res.output
+    (run,) = tmp_path.iterdir()
+    res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)], terminal_width=80)
+    row = next(line for line in res.output.splitlines() if "digits_mlp" in line)
+    assert res.exit_code == 0 and run.name in row and "completed" in row  # the whole folder name, in 80 columns
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

@@ -1,6 +1,8 @@
 """Step 6: the written diagnosis on crafted curves, and the report files (real, non-empty PNGs)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,6 +135,7 @@ def test_compare_writes_one_table_and_one_plot(tmp_path):
     assert list(table["name"]) == ["a", "b", "c"]
     assert list(table["curve"]) == ["metrics.csv", "metrics.csv", "3-search/trials/4/metrics.csv"]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"  # `dlrecipe runs`: not "killed"
 
 
 def test_mixup_training_curves_do_not_raise_train_based_alarms():
