@@ -85,7 +85,7 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         table.add_row(fmt(s["best_epoch"]), fmt(s["epochs_run"]), fmt(s.get("best_val_loss")),
                       fmt(s.get("best_val_acc")), fmt(s.get("test_loss")), fmt(s.get("test_acc")))
         console.print(table)
-        console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False)
+        console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 0
     _guard(debug, body)
 
@@ -126,7 +126,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
             if not (storage and study):
                 raise UserError("--worker needs --storage URL and --study NAME (the search to join)")
             run_dir, n = S.join(r, storage=storage, study=study, device=device, runs_dir=runs_dir, quiet=quiet)
-            console.print(f"ran {n} trials of study {study!r}\nrun folder: {run_dir}", highlight=False)
+            console.print(f"ran {n} trials of study {study!r}\nrun folder: {run_dir}", highlight=False, soft_wrap=True)
             return 0
         if resume is not None:
             if storage or study:
@@ -142,7 +142,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         for line in s.get("warnings", []):
             err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False)
         if s["status"] != "completed":
-            console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False)
+            console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
             return 1
         lines = [f"selected: trial {s['selected_trial']} ({s['selected_stage']}) "
                  + " ".join(f"{k}={fmt(v)}" for k, v in s["best_params"].items()),
@@ -157,7 +157,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
             sd = s["seeds"]
             lines.append(f"{len(sd['runs'])} seeds: " + "   ".join(
                 f"{k} {fmt(v['mean'])} ± {fmt(v['std'], 2)}" for k, v in sd.items() if k != "runs"))
-        console.print("\n".join(lines) + f"\nrun folder: {result.run_dir}", highlight=False)
+        console.print("\n".join(lines) + f"\nrun folder: {result.run_dir}", highlight=False, soft_wrap=True)
         return 0
     _guard(debug, body)
 
@@ -232,17 +232,17 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         console.print(rules)
         status = "" if res.status == "ok" else f" [yellow]({res.status})[/]"
         console.print(f"[bold]recommended lr: {res.recommended_lr:.3g}[/]{status}   search range: "
-                      f"{res.search_range[0]:.3g} .. {res.search_range[1]:.3g}", highlight=False)
+                      f"{res.search_range[0]:.3g} .. {res.search_range[1]:.3g}", highlight=False, soft_wrap=True)
         console.print(res.evidence, highlight=False, soft_wrap=True)
         if several:
             per = ", ".join(f"seed {p['seed']}: {p['recommended_lr']:.3g}" for p in res.per_seed)
             console.print(f"spread over {seeds} seeds: {per} (max/min {res.summary['spread']['ratio']:.3g})",
-                          highlight=False)
-        console.print(f"run folder: {res.run_dir}", highlight=False)
+                          highlight=False, soft_wrap=True)
+        console.print(f"run folder: {res.run_dir}", highlight=False, soft_wrap=True)
         if apply is not None:
             out = L.apply_lr(r, res.recommended_lr, apply, note=f"run {res.run_dir}")
             console.print(f"wrote {out} (train.lr = {res.recommended_lr:.4g}); {recipe} is unchanged",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         return 0
     _guard(debug, body)
 
@@ -311,7 +311,7 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         console.print(table)
         colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.status]
         console.print(f"[{colour}]{plain(result.verdict)}[/]", highlight=False, soft_wrap=True)
-        console.print(f"run folder: {result.run_dir} ({result.seconds:.1f} s)", highlight=False)
+        console.print(f"run folder: {result.run_dir} ({result.seconds:.1f} s)", highlight=False, soft_wrap=True)
         return result.exit_code(strict)
     _guard(debug, body)
 
@@ -331,7 +331,8 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         searched = f", searches {', '.join(space)}" if space else ""
         console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {r['data.source']}, "
-                      f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})", highlight=False)
+                      f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})",
+                      highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 
@@ -364,7 +365,7 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
 
     rows = list_runs(runs_dir)[:limit]
     if not rows:
-        console.print(f"no runs under {plain(runs_dir)}")
+        console.print(f"no runs under {plain(runs_dir)}", soft_wrap=True)
         return
     table = Table(title=f"runs in {plain(runs_dir)}, newest first", title_justify="left", box=box.SIMPLE_HEAD,
                   show_edge=False, padding=(0, 1), collapse_padding=True)
@@ -424,9 +425,10 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         if res.report is not None:
             for c in res.report.curves:
                 console.print(f"[bold]{plain(c.label)}[/] val_loss {sparkline(c.metrics['val_loss'], 40)}",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
                 for f in c.findings:
-                    console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}", highlight=False)
+                    console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}",
+                                  highlight=False, soft_wrap=True)
         s = res.summary
         for line in s["warnings"] + ((s.get("search") or {}).get("warnings") or []):
             err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False, soft_wrap=True)
@@ -434,7 +436,7 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         console.print(f"[{colour}]{s['status']}[/]: {plain(s['reason'])}", highlight=False, soft_wrap=True)
         spent = f"{s['seconds']:.0f} s" + (f" of a {budget:g}-minute budget" if budget else "")
         console.print(f"run folder: {plain(res.run_dir)} ({spent}); report: {plain(res.run_dir / 'report.html')}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         return res.exit_code
     _guard(debug, body)
 
@@ -456,12 +458,13 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
         rep = build_report(run_dir)
         for c in rep.curves:
             console.print(f"[bold]{plain(c.label)}[/]\n  val_loss per epoch {sparkline(c.metrics['val_loss'])}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
             if not c.findings:
-                console.print("  [green]no alarm[/]: the curves look healthy")
+                console.print("  [green]no alarm[/]: the curves look healthy", soft_wrap=True)
             for f in c.findings:
-                console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}", highlight=False)
-        console.print(f"report: {rep.run_dir / 'report.html'}", highlight=False)
+                console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}",
+                              highlight=False, soft_wrap=True)
+        console.print(f"report: {rep.run_dir / 'report.html'}", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 
@@ -495,7 +498,8 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
         for cells in rows:
             t.add_row(*cells)
         console.print(t)
-        console.print(f"table (every column, and the curve plotted) and plot: {plain(out)}", highlight=False)
+        console.print(f"table (every column, and the curve plotted) and plot: {plain(out)}",
+                      highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

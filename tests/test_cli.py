@@ -91,8 +91,9 @@ def test_unreadable_data_file_exit_2(tmp_path):
 
 
 def test_validate_ok_and_error():
-    res = _invoke("validate", DIGITS)
-    assert res.exit_code == 0 and "ok" in res.output
+    # a narrow terminal must not break the one-line verdict (CI once failed on a wrapped line under a long path)
+    res = runner.invoke(app, ["validate", str(DIGITS)], env={"COLUMNS": "40"})
+    assert res.exit_code == 0 and res.output.startswith("ok: ") and res.output.count("\n") == 1
     assert "searches train.lr, train.weight_decay, model.dropout" in res.output  # its [search] space parsed
     assert _invoke("validate", ROOT / "recipes/nope.toml").exit_code == 2
 
