@@ -44,6 +44,15 @@ def one_thread():
 
 
 @pytest.fixture
+def console_80(monkeypatch):
+    """An 80-column terminal for table-layout tests, whatever COLUMNS the suite was started with (rich reads it
+    once, when dlrecipe.display is imported)."""
+    from dlrecipe.display import console
+
+    monkeypatch.setattr(console, "_width", 80)
+
+
+@pytest.fixture
 def table_csv(tmp_path) -> Path:
     return write_table_csv(tmp_path / "table.csv")
 

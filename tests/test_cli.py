@@ -90,9 +90,11 @@ def test_unreadable_data_file_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_validate_ok_and_error():
-    # a narrow terminal must not break the one-line verdict (CI once failed on a wrapped line under a long path)
-    res = runner.invoke(app, ["validate", str(DIGITS)], env={"COLUMNS": "40"})
+def test_validate_ok_and_error(monkeypatch):
+    from dlrecipe.display import console
+
+    monkeypatch.setattr(console, "_width", 40)  # a narrow terminal must not break the one-line verdict (CI once
+    res = _invoke("validate", DIGITS)            # failed on a line wrapped under a long checkout path)
     assert res.exit_code == 0 and res.output.startswith("ok: ") and res.output.count("\n") == 1
     assert "searches train.lr, train.weight_decay, model.dropout" in res.output  # its [search] space parsed
     assert _invoke("validate", ROOT / "recipes/nope.toml").exit_code == 2
@@ -108,10 +110,10 @@ def test_components_lists_every_registered_name():
             assert name in res.output and summary and lecture
 
 
-def test_runs_lists_past_runs(tmp_path):
+def test_runs_lists_past_runs(tmp_path, console_80):
     _invoke("train", DIGITS, "--smoke", "--runs-dir", tmp_path, "-q")
     (run,) = tmp_path.iterdir()
-    res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)], terminal_width=80)
+    res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)])
     row = next(line for line in res.output.splitlines() if "digits_mlp" in line)
     assert res.exit_code == 0 and run.name in row and "completed" in row  # the whole folder name, in 80 columns
 

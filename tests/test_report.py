@@ -169,7 +169,7 @@ def test_a_steep_first_epoch_is_not_noise():
     assert "noisy_val" not in codes(curves(smooth * 0.5, smooth, np.full(30, 0.97), np.full(30, 0.95)))
 
 
-def test_compare_command_prints_each_runs_metrics_in_80_columns(tmp_path):
+def test_compare_command_prints_each_runs_metrics_in_80_columns(tmp_path, console_80):
     from typer.testing import CliRunner
 
     from dlrecipe.cli import app
@@ -183,7 +183,7 @@ def test_compare_command_prints_each_runs_metrics_in_80_columns(tmp_path):
         loss = ', "best_val_loss": 0.133' if status == "completed" else ""  # the other run has none
         (d / "summary.json").write_text(f'{{"status": "{status}", "test_acc": {acc}{loss}}}')
         runs.append(str(d))
-    res = CliRunner().invoke(app, ["compare", *runs, "--runs-dir", str(tmp_path / "out")], terminal_width=80)
+    res = CliRunner().invoke(app, ["compare", *runs, "--runs-dir", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     row = next(line for line in lines if "mnist1d_mlp-run" in line)  # the whole name on one line, with its numbers
