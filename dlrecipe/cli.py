@@ -42,8 +42,10 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
             raise
         err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: the run folder keeps every finished epoch")
+    except KeyboardInterrupt as e:  # an Interrupted carries what was kept and how to go on
+        text = str(e) or "the run folder keeps every finished epoch"
+        err.print(plain(text if text.startswith("interrupted") else f"interrupted: {text}"), highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(130) from None
     if code:
         raise typer.Exit(code)
@@ -67,7 +69,8 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
     """Train a recipe with early stopping (best snapshot kept) and LR halving; test the best model.
 
     Writes runs/<time>-<name>-train/: recipe.toml, env.json, metrics.csv (one row per epoch), summary.json,
-    model.pt (state dict).
+    model.pt (state dict). Ctrl-C stops training early: the best snapshot so far is saved and tested, and the
+    status is "interrupted" (exit code 130).
 
     Example: dlrecipe train recipes/digits_mlp.toml --set train.lr=0.1
     """
@@ -86,7 +89,7 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
                       fmt(s.get("best_val_acc")), fmt(s.get("test_loss")), fmt(s.get("test_acc")))
         console.print(table)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
-        return 0
+        return 130 if s["status"] == "interrupted" else 0
     _guard(debug, body)
 
 
@@ -114,7 +117,8 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
 
     The space is the recipe's \\[search] table (default: LR log-uniform over two decades, weight decay
     {0, 1e-5, 1e-4}). Writes runs/<time>-<name>-search/: trials.csv, trials/<n>/metrics.csv, summary.json,
-    model.pt (selected), search_params.png, search_curves.png, study.journal.
+    model.pt (selected), search_params.png, search_curves.png, study.journal. Ctrl-C keeps the finished trials,
+    marks the run "interrupted" (exit code 130) and prints the --resume command that continues it.
 
     Example: dlrecipe search recipes/digits_mlp.toml --jobs 2 --ensemble 3
     """
@@ -390,7 +394,8 @@ RUN_HELP = (
     "of 3 epochs) so that the planned epochs fit; a larger budget adds trials (up to 4x), never epochs. The plan "
     "is in summary.json. Without --budget the recipe's \\[search] settings are used as written.\n\n"
     "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
-    "model; 2: usage or recipe error.\n\n"
+    "model; 2: usage or recipe error; 130: interrupted (Ctrl-C: the step it was in is marked interrupted in "
+    "steps.csv, with the command that continues it).\n\n"
     "Example: dlrecipe run recipes/mnist1d_mlp.toml --budget 10"
 )
 

@@ -11,3 +11,7 @@ class RecipeError(UserError):
 
 class DataError(UserError):
     """A data source that cannot be read or does not fit the recipe."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the run folder was brought up to date: the message says what was kept and how to go on."""

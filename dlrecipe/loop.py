@@ -93,12 +93,14 @@ def _better(value: float, best: float, monitor: str) -> bool:
 def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[str] | None = None,
         aug_cfg: dict | None = None, on_epoch: Callable[[dict], bool | None] | None = None,
         on_step: Callable[[int], None] | None = None, max_batches: int | None = None,
-        batch_size: int = 64) -> FitResult:
+        batch_size: int = 64, interruptible: bool = False) -> FitResult:
     """Train `model` on `data` with the [train] table `tr`; restore the best snapshot at the end.
 
     on_epoch(row) is called after each epoch; returning True stops training (status "stopped", used by pruners).
     on_step(n) is called after each minibatch with the number of examples in it (progress bars).
     max_batches limits minibatches per epoch and examples evaluated (smoke runs).
+    interruptible: Ctrl-C (KeyboardInterrupt) ends training like early stopping, status "interrupted", the
+    unfinished epoch dropped and the best snapshot restored; otherwise it propagates (a search stops whole).
     """
     task, device = data.task, data.x_train.device
     torch.manual_seed(seed)  # dropout, DropConnect and RReLU draw from the global generator
@@ -123,83 +125,90 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
     best_state, best_epoch, best_row = None, None, {}
     bad_epochs = since_halving = 0
     status, reason = "completed", f"ran all {tr['epochs']} epochs"
-    for epoch in range(1, tr["epochs"] + 1):
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device)
-        preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
-        targets: list[torch.Tensor] = []
-        targets_b: list[torch.Tensor] = []  # mixup's second labels (the first ones for other batches)
-        lams: list[float] = []
-        seen = 0
-        for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
-            if max_batches is not None and step >= max_batches:
-                break
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            yb_b, lam = None, 1.0
-            if augment:
-                xb, yb, yb_b, lam = A.apply(xb, yb, augment, aug_gen, **aug_cfg)
-            out = _outputs(model, xb, task)
-            loss = loss_fn(out, yb)
-            if yb_b is not None:  # mixup: the loss of the mixed targets
-                loss = lam * loss + (1 - lam) * loss_fn(out, yb_b)
-            objective = loss + C.weight_penalty(model, l1) if l1 > 0 else loss
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+    try:
+        for epoch in range(1, tr["epochs"] + 1):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum = torch.zeros((), device=device)
+            preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
+            targets: list[torch.Tensor] = []
+            targets_b: list[torch.Tensor] = []  # mixup's second labels (the first ones for other batches)
+            lams: list[float] = []
+            seen = 0
+            for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
+                if max_batches is not None and step >= max_batches:
+                    break
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                yb_b, lam = None, 1.0
+                if augment:
+                    xb, yb, yb_b, lam = A.apply(xb, yb, augment, aug_gen, **aug_cfg)
+                out = _outputs(model, xb, task)
+                loss = loss_fn(out, yb)
+                if yb_b is not None:  # mixup: the loss of the mixed targets
+                    loss = lam * loss + (1 - lam) * loss_fn(out, yb_b)
+                objective = loss + C.weight_penalty(model, l1) if l1 > 0 else loss
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                if clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                optimizer.step()
+                loss_sum += loss.detach() * len(idx)
+                if task == "classification":
+                    preds.append(out.detach())
+                    targets.append(yb)
+                    targets_b.append(yb if yb_b is None else yb_b)
+                    lams.append(lam)
+                seen += len(idx)
+                if on_step is not None:
+                    on_step(len(idx))
+                if step % 16 == 15 and not math.isfinite(float(loss_sum)):
+                    break  # no point finishing a diverged epoch
+            train_loss = float(loss_sum) / max(seen, 1)
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
             if task == "classification":
-                preds.append(out.detach())
-                targets.append(yb)
-                targets_b.append(yb if yb_b is None else yb_b)
-                lams.append(lam)
-            seen += len(idx)
-            if on_step is not None:
-                on_step(len(idx))
-            if step % 16 == 15 and not math.isfinite(float(loss_sum)):
-                break  # no point finishing a diverged epoch
-        train_loss = float(loss_sum) / max(seen, 1)
-        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
-        if task == "classification":
-            row["train_acc"] = _train_accuracy(preds, targets, targets_b, lams)
-        if math.isfinite(train_loss):
-            val = evaluate(model, x_val, y_val, task, loss_fn, eval_bs)
-        else:
-            val = {"loss": math.nan, "acc": math.nan} if task == "classification" else {"loss": math.nan}
-        row["val_loss"] = val["loss"]
-        if task == "classification":
-            row["val_acc"] = val["acc"]
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        stop_requested = bool(on_epoch(row)) if on_epoch is not None else False
+                row["train_acc"] = _train_accuracy(preds, targets, targets_b, lams)
+            if math.isfinite(train_loss):
+                val = evaluate(model, x_val, y_val, task, loss_fn, eval_bs)
+            else:
+                val = {"loss": math.nan, "acc": math.nan} if task == "classification" else {"loss": math.nan}
+            row["val_loss"] = val["loss"]
+            if task == "classification":
+                row["val_acc"] = val["acc"]
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            stop_requested = bool(on_epoch(row)) if on_epoch is not None else False
 
-        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
-            which = "training" if not math.isfinite(train_loss) else "validation"
-            status, reason = "diverged", f"{which} loss became NaN/Inf in epoch {epoch} (LR {lr:g}): lower the LR"
-            break
-        value = row[monitor]
-        if _better(value, best_value, monitor):
-            best_value, best_epoch, best_row = value, epoch, dict(row)
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bad_epochs = since_halving = 0
-        else:
-            bad_epochs += 1
-            since_halving += 1
-        if stop_requested:
-            status, reason = "stopped", f"stopped by the caller after epoch {epoch}"
-            break
-        if tr.get("patience", 0) and bad_epochs >= tr["patience"]:
-            status = "early_stopped"
-            reason = f"no {monitor} improvement for {bad_epochs} epochs; best epoch {best_epoch}"
-            break
-        if halving and since_halving >= halving:
-            for g in optimizer.param_groups:
-                g["lr"] *= 0.5
-            since_halving = 0
-        if scheduler is not None:
-            scheduler.step()
+            if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
+                which = "training" if not math.isfinite(train_loss) else "validation"
+                status, reason = "diverged", f"{which} loss became NaN/Inf in epoch {epoch} (LR {lr:g}): lower the LR"
+                break
+            value = row[monitor]
+            if _better(value, best_value, monitor):
+                best_value, best_epoch, best_row = value, epoch, dict(row)
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                bad_epochs = since_halving = 0
+            else:
+                bad_epochs += 1
+                since_halving += 1
+            if stop_requested:
+                status, reason = "stopped", f"stopped by the caller after epoch {epoch}"
+                break
+            if tr.get("patience", 0) and bad_epochs >= tr["patience"]:
+                status = "early_stopped"
+                reason = f"no {monitor} improvement for {bad_epochs} epochs; best epoch {best_epoch}"
+                break
+            if halving and since_halving >= halving:
+                for g in optimizer.param_groups:
+                    g["lr"] *= 0.5
+                since_halving = 0
+            if scheduler is not None:
+                scheduler.step()
+    except KeyboardInterrupt:
+        if not interruptible:
+            raise
+        status = "interrupted"
+        reason = (f"interrupted (Ctrl-C) after {len(history)} epochs"
+                  + (f"; kept the best snapshot, epoch {best_epoch}" if best_epoch is not None else ""))
 
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .runs import CsvLog, resolve_device, start_run, write_json
 
 STEPS = ("sanity", "lr-find", "search", "report")
@@ -156,6 +156,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             summary.update(status=status, reason=reason)
             write_json(run_dir / "summary.json", summary)
             say("step 4/4 report: curves, diagnosis, every step's tables and figures")
+            current[:] = ["report", run_dir, time.perf_counter()]
             t = time.perf_counter()
             result.report = build_report(run_dir)
             codes = sorted({f.code for c in result.report.curves for f in c.findings})
@@ -167,61 +168,77 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             write_json(run_dir / "summary.json", summary)
             return result
 
-        # 1. sanity
-        say("step 1/4 sanity: initial loss, gradient check, layer health, overfit a small sample")
-        s = run_sanity(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["sanity"], progress=say)
-        result.sanity = s
-        failed = s.status == "fail"
-        record("sanity", s.status, s.verdict, s.seconds, s.run_dir)
-        summary["sanity"] = {"status": s.status, "checks": {c.check: c.status for c in s.checks}}
-        if failed and not force:
-            return finish("stopped", f"sanity failed: {s.verdict} (fix it, or run with --force to go on)")
+        current = ["sanity", run_dir / FOLDERS["sanity"], time.perf_counter()]  # step, folder, started
+        try:
+            # 1. sanity
+            say("step 1/4 sanity: initial loss, gradient check, layer health, overfit a small sample")
+            s = run_sanity(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["sanity"], progress=say)
+            result.sanity = s
+            failed = s.status == "fail"
+            record("sanity", s.status, s.verdict, s.seconds, s.run_dir)
+            summary["sanity"] = {"status": s.status, "checks": {c.check: c.status for c in s.checks}}
+            if failed and not force:
+                return finish("stopped", f"sanity failed: {s.verdict} (fix it, or run with --force to go on)")
 
-        # 2. lr-find
-        say("step 2/4 lr-find: probe LRs from one init, refine by halving, range test")
-        lr = lr_find(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["lr-find"], data=data, log=say)
-        result.lr_find = lr
-        low, high = lr.search_range
-        record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
-               f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
-        summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr, "search_range": [low, high]}
-        if lr.status != "ok":  # every probe flat or diverged: the range is a guess, say so and go on
-            warning = f"lr-find: {lr.status}: {lr.evidence}; the search uses its range {low:.3g} .. {high:.3g} anyway"
-            summary["warnings"].append(warning)
-            say(f"warning: {warning}")
+            # 2. lr-find
+            current[:] = ["lr-find", run_dir / FOLDERS["lr-find"], time.perf_counter()]
+            say("step 2/4 lr-find: probe LRs from one init, refine by halving, range test")
+            lr = lr_find(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["lr-find"], data=data, log=say)
+            result.lr_find = lr
+            low, high = lr.search_range
+            record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
+                   f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
+            summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr, "search_range": [low, high]}
+            if lr.status != "ok":  # every probe flat or diverged: the range is a guess, say so and go on
+                warning = f"lr-find: {lr.status}: {lr.evidence}; the search uses its range {low:.3g} .. {high:.3g} anyway"
+                summary["warnings"].append(warning)
+                say(f"warning: {warning}")
 
-        # 3. search, sized to the budget
-        left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S
-        plan = plan_search(recipe, left, epoch_seconds_from(lr.summary, len(data.x_train), recipe["data.batch_size"])
-                           if left is not None else None)
-        summary["plan"] = plan.to_dict()
-        searched = recipe.with_values({"search.trials": plan.trials, "search.coarse_epochs": plan.coarse_epochs,
-                                       "search.fine_trials": plan.fine_trials, "search.fine_epochs": plan.fine_epochs})
-        say(f"step 3/4 search: {plan.trials} coarse trials x {plan.coarse_epochs} epochs, then {plan.fine_trials} "
-            f"fine x up to {plan.fine_epochs} epochs, LR from lr-find's range ({plan.note})")
-        del data  # the search loads its own copy per worker
-        sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
-                      from_lr_find=lr.run_dir, quiet=quiet)
-        result.search = sr
-        ss = sr.summary
-        if ss["status"] == "completed":
-            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in ss["best_params"].items())
-            tested = f"test acc {ss['test_acc']:.4f}" if "test_acc" in ss else f"test loss {ss['test_loss']:.4g}"
-            text = f"trial {ss['selected_trial']} ({ss['selected_stage']}): {params}; {tested}"
-        else:
-            text = ss["reason"]
-        record("search", ss["status"], text, ss["seconds"], sr.run_dir)
-        summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
-                                                     "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
-                                                     "test_acc", "trials", "warnings")}
-        summary.update({k: ss[k] for k in ("best_val_loss", "best_val_acc", "test_acc", "test_loss") if k in ss})
-        if (sr.run_dir / "model.pt").is_file():
-            summary["model"] = str((sr.run_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
+            # 3. search, sized to the budget
+            current[:] = ["search", run_dir / FOLDERS["search"], time.perf_counter()]
+            left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S
+            plan = plan_search(recipe, left, epoch_seconds_from(lr.summary, len(data.x_train), recipe["data.batch_size"])
+                               if left is not None else None)
+            summary["plan"] = plan.to_dict()
+            searched = recipe.with_values({"search.trials": plan.trials, "search.coarse_epochs": plan.coarse_epochs,
+                                           "search.fine_trials": plan.fine_trials, "search.fine_epochs": plan.fine_epochs})
+            say(f"step 3/4 search: {plan.trials} coarse trials x {plan.coarse_epochs} epochs, then {plan.fine_trials} "
+                f"fine x up to {plan.fine_epochs} epochs, LR from lr-find's range ({plan.note})")
+            del data  # the search loads its own copy per worker
+            sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
+                          from_lr_find=lr.run_dir, quiet=quiet)
+            result.search = sr
+            ss = sr.summary
+            if ss["status"] == "completed":
+                params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in ss["best_params"].items())
+                tested = f"test acc {ss['test_acc']:.4f}" if "test_acc" in ss else f"test loss {ss['test_loss']:.4g}"
+                text = f"trial {ss['selected_trial']} ({ss['selected_stage']}): {params}; {tested}"
+            else:
+                text = ss["reason"]
+            record("search", ss["status"], text, ss["seconds"], sr.run_dir)
+            summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
+                                                         "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
+                                                         "test_acc", "trials", "warnings")}
+            summary.update({k: ss[k] for k in ("best_val_loss", "best_val_acc", "test_acc", "test_loss") if k in ss})
+            if (sr.run_dir / "model.pt").is_file():
+                summary["model"] = str((sr.run_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
 
-        # 4. report (in finish)
-        if ss["status"] != "completed":
-            return finish("failed", f"search: {ss['reason']}")
-        note = "" if not failed else " (sanity failed; went on because of --force)"
-        return finish("completed", f"selected {text}{note}")
+            # 4. report (in finish)
+            if ss["status"] != "completed":
+                return finish("failed", f"search: {ss['reason']}")
+            note = "" if not failed else " (sanity failed; went on because of --force)"
+            return finish("completed", f"selected {text}{note}")
+        except KeyboardInterrupt as e:  # keep what the finished steps wrote, and say how to go on
+            step, folder, started = current
+            how = str(e).removeprefix("interrupted (Ctrl-C) ") if isinstance(e, Interrupted) else ""
+            reason = f"interrupted (Ctrl-C) during {step}" + (f" {how}" if how else "; the finished steps are kept")
+            if step == "search" and "--resume" in how:
+                reason += f"; then dlrecipe report {run_dir}"
+            record(step, "interrupted", reason, time.perf_counter() - started,
+                   folder if folder.exists() and folder != run_dir else None)
+            summary.update(status="interrupted", reason=reason, seconds=time.perf_counter() - t0,
+                           finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            write_json(run_dir / "summary.json", summary)
+            raise Interrupted(reason) from None
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .display import err, fmt
-from .errors import RecipeError, UserError
+from .errors import Interrupted, RecipeError, UserError
 from .recipe import SCHEMA, Recipe, _suggest, validate
 from .runs import read_json, resolve_device, start_run, write_json
 
@@ -809,9 +809,9 @@ def join(recipe: Recipe | None, *, storage: str, study: str, device: str = "auto
 
 def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settings: dict, prune: str, device: str,
           jobs: int, quiet: bool) -> SearchResult:
-    """Run the slots (here, or in `jobs` worker processes), wait for every slot, then select, test and report."""
-    import multiprocessing
+    """Run the slots (here, or in `jobs` worker processes), wait for every slot, then select, test and report.
 
+    Ctrl-C writes summary.json with status "interrupted" and the --resume command, then raises Interrupted."""
     import optuna
 
     t0 = time.perf_counter()
@@ -825,6 +825,37 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
         _write_trials_csv(run_dir, rows)
         progress.update(rows)
 
+    try:
+        return _run_and_finish(w, run_dir, storage, settings, device, jobs, record, progress, t0)
+    except KeyboardInterrupt:
+        from optuna.trial import TrialState
+
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        study_id = storage.get_study_id_from_name(name)
+        for t in trials:  # the trial cut short here is queued again now, so a resume (even in this process) reruns it
+            if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == os.getpid() and \
+                    t.user_attrs.get("host") == HOST:
+                _fail_and_requeue(study, storage, study_id, t, "interrupted (Ctrl-C); queued again")
+        rows = trial_rows(study.get_trials(deepcopy=False), space, recipe.task)
+        _write_trials_csv(run_dir, rows)
+        done = sum(r["state"] not in ("running", "waiting") and not r["retried"] for r in rows)
+        reason = (f"interrupted (Ctrl-C) with {done} of {total} trials finished; they are kept: continue with "
+                  f"dlrecipe search {run_dir / 'recipe.toml'} --resume {run_dir}")
+        write_json(run_dir / "summary.json", {
+            "name": recipe.name, "command": "search", "status": "interrupted", "reason": reason,
+            "study": name, "storage": _redact(settings["storage"]), "trials_finished": done,
+            "seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        raise Interrupted(reason) from None
+
+
+def _run_and_finish(w: Worker, run_dir: Path, storage, settings: dict, device: str, jobs: int,
+                    record: Callable[[list], None], progress: SearchProgress, t0: float) -> SearchResult:
+    import multiprocessing
+
+    import optuna
+
+    name = settings["study"]
     try:
         if jobs > 1:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -26,8 +26,11 @@ def metric_columns(task: str) -> list[str]:
 
 
 def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None, on_epoch=None,
-             seed: int | None = None) -> TrainResult:
-    """Build, fit and test the recipe's model on `data`, writing metrics.csv, model.pt and summary.json."""
+             seed: int | None = None, interruptible: bool = False) -> TrainResult:
+    """Build, fit and test the recipe's model on `data`, writing metrics.csv, model.pt and summary.json.
+
+    interruptible: Ctrl-C ends training with status "interrupted"; the best snapshot is still saved and tested.
+    """
     import torch
 
     from .augment import config as augment_config
@@ -54,7 +57,8 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
 
         try:
             result = fit(model, data, tr, seed=seed, augment=d["augment"], aug_cfg=aug_cfg, on_epoch=on_row,
-                         on_step=progress.step, max_batches=max_batches, batch_size=d["batch_size"])
+                         on_step=progress.step, max_batches=max_batches, batch_size=d["batch_size"],
+                         interruptible=interruptible)
         finally:
             progress.close()
     torch.save(model.state_dict(), run_dir / "model.pt")
@@ -77,10 +81,13 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
 
 def train(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", smoke: bool = False,
           progress=None) -> TrainResult:
-    """Run `dlrecipe train`: new run folder, load data, train with early stopping, test the best snapshot."""
+    """Run `dlrecipe train`: new run folder, load data, train with early stopping, test the best snapshot.
+
+    Ctrl-C stops training early (status "interrupted") and still saves and tests the best snapshot.
+    """
     from .data import load_data
 
     device = resolve_device(device)
     data = load_data(recipe, device)  # before the run folder: a bad data file leaves nothing behind
     run_dir = start_run(recipe, runs_dir, "smoke" if smoke else "train", device)
-    return train_in(run_dir, recipe, data, smoke=smoke, progress=progress)
+    return train_in(run_dir, recipe, data, smoke=smoke, progress=progress, interruptible=True)

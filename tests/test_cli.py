@@ -90,6 +90,31 @@ def test_unreadable_data_file_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_ctrl_c_in_train_keeps_the_best_snapshot_tested_and_exits_130(tmp_path, monkeypatch):
+    from dlrecipe import cli
+    from dlrecipe.display import NullProgress
+
+    class CtrlCInEpoch3(NullProgress):
+        def start(self, total_epochs, examples_per_epoch, title=""):
+            self.epochs = 0
+
+        def epoch(self, row):
+            self.epochs += 1
+
+        def step(self, n):
+            if self.epochs == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "make_progress", lambda quiet: CtrlCInEpoch3())
+    res = _invoke("train", DIGITS, "--runs-dir", tmp_path, "--set", "train.epochs=10")
+    assert res.exit_code == 130, res.output
+    (run,) = tmp_path.iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["epochs_run"] == 2 and s["best_epoch"] in (1, 2)
+    assert 0 < s["test_acc"] <= 1 and (run / "model.pt").stat().st_size > 0  # the best snapshot, saved and tested
+    assert len(pd.read_csv(run / "metrics.csv")) == 2 and "interrupted (Ctrl-C) after 2 epochs" in res.output
+
+
 def test_validate_ok_and_error(monkeypatch):
     from dlrecipe.display import console
 

@@ -97,6 +97,47 @@ def test_monitor_val_acc_picks_the_epoch_with_the_best_accuracy():
     assert result.best["val_acc"] == max(accs) and result.best_epoch == 1 + accs.index(max(accs))
 
 
+def _ctrl_c_at(epoch: int, step: int):
+    """An on_step callback that raises KeyboardInterrupt at the given minibatch of the given epoch (1-based)."""
+    seen = {"steps": 0}
+
+    def on_step(n):
+        seen["steps"] += 1
+        if seen["steps"] == (epoch - 1) * STEPS_PER_EPOCH + step:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+STEPS_PER_EPOCH = 7  # iris: 105 training examples, batch 16
+
+
+def test_ctrl_c_ends_an_interruptible_fit_with_the_best_snapshot_restored():
+    r = small_recipe(**{"train.epochs": 20, "train.patience": 0, "train.optimizer": "adam", "train.lr": 0.05,
+                        "model.hidden": [64]})
+    data = load_data(r)
+    assert math.ceil(len(data.x_train) / r["data.batch_size"]) == STEPS_PER_EPOCH
+    model = build_model(r, data)
+    snapshots = {}
+
+    def keep(row):
+        snapshots[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, data, r.section("train"), on_epoch=keep, on_step=_ctrl_c_at(6, 3), batch_size=16,
+                 interruptible=True)
+    assert result.status == "interrupted" and len(result.history) == 5  # the cut epoch is not a row
+    assert "after 5 epochs" in result.reason and f"epoch {result.best_epoch}" in result.reason
+    losses = [row["val_loss"] for row in result.history]
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    for k, v in model.state_dict().items():  # not the half-trained weights of epoch 6
+        assert torch.equal(v, snapshots[result.best_epoch][k])
+
+
+def test_ctrl_c_propagates_from_a_fit_that_is_not_interruptible():
+    with pytest.raises(KeyboardInterrupt):
+        _fit(small_recipe(**{"train.epochs": 5}), on_step=_ctrl_c_at(2, 1))
+
+
 def test_caller_can_stop_training():
     _, _, result = _fit(small_recipe(**{"train.epochs": 10}), on_epoch=lambda row: row["epoch"] == 2)
     assert result.status == "stopped" and len(result.history) == 2

@@ -185,3 +185,35 @@ def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp
     assert result.summary["status"] == "completed" and result.steps[1]["status"] == "all_flat"
     (warning,) = result.summary["warnings"]
     assert warning.startswith("lr-find: all_flat") and "uses its range" in warning
+
+
+def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_on(tmp_path, monkeypatch):
+    import dlrecipe.train as T
+    from dlrecipe.errors import Interrupted
+    from dlrecipe.report import build_report
+    from dlrecipe.search import resume
+
+    real, calls = T.train_in, {"n": 0}
+
+    def ctrl_c_in_the_second_trial(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_in", ctrl_c_in_the_second_trial)
+    with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):
+        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    search_dir = run / FOLDERS["search"]
+    assert summary["status"] == "interrupted"
+    assert f"--resume {search_dir}" in summary["reason"] and f"dlrecipe report {run}" in summary["reason"]
+    steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
+    assert list(steps.step) == ["sanity", "lr-find", "search"] and list(steps.status)[2] == "interrupted"
+    assert steps.folder.iloc[2] == FOLDERS["search"]
+
+    monkeypatch.setattr(T, "train_in", real)  # what the message says to do next works
+    assert resume(search_dir).summary["status"] == "completed"
+    report = build_report(run)
+    assert (run / "report.html").stat().st_size > 0 and report.curves

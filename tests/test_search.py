@@ -252,6 +252,44 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def _ctrl_c_in_trial(monkeypatch, n: int):
+    """Ctrl-C while the n-th trial trains (from then on, trials train normally again)."""
+    import dlrecipe.train as T
+
+    real, calls = T.train_in, {"n": 0}
+
+    def train_in(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_in", train_in)
+
+
+def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, monkeypatch, one_thread):
+    from dlrecipe.errors import Interrupted
+    from dlrecipe.search import resume, search
+
+    _ctrl_c_in_trial(monkeypatch, 3)
+    recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
+                             "search.fine_epochs": 2})
+    with pytest.raises(Interrupted, match="2 of 6 trials finished"):
+        search(recipe, runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "interrupted" and f"dlrecipe search {run / 'recipe.toml'} --resume {run}" in s["reason"]
+    before = pd.read_csv(run / "trials.csv")
+    assert (before.state == "complete").sum() == 2 and "interrupted (Ctrl-C)" in " ".join(before.reason.fillna(""))
+
+    result = resume(run)  # in the same process: the cut trial was queued again, not left running
+    after = pd.DataFrame(result.trials)
+    assert result.summary["status"] == "completed" and len(slot_counts(after)) == 6
+    assert (slot_counts(after) == 1).all()
+    kept = after.set_index("number").loc[before[before.state == "complete"].number]
+    assert kept.best_val_loss.tolist() == pytest.approx(before[before.state == "complete"].best_val_loss.tolist())
+
+
 def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkeypatch):
     """A lost machine: its trial is failed after the grace period and queued again with the same slot and params."""
     import optuna
