@@ -43,6 +43,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def ctrl_c_in_training(monkeypatch, n: int) -> None:
+    """Ctrl-C (KeyboardInterrupt) as the n-th call of train_in starts (a search trial); later calls train normally."""
+    import dlrecipe.train as T
+
+    real, calls = T.train_in, {"n": 0}
+
+    def train_in(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_in", train_in)
+
+
 @pytest.fixture
 def console_80(monkeypatch):
     """An 80-column terminal for table-layout tests, whatever COLUMNS the suite was started with (rich reads it

@@ -23,7 +23,7 @@ from dlrecipe.pipeline import (
     run_recipe,
 )
 
-from .conftest import ROOT, small_recipe
+from .conftest import ROOT, ctrl_c_in_training, small_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -188,20 +188,11 @@ def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp
 
 
 def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_on(tmp_path, monkeypatch):
-    import dlrecipe.train as T
     from dlrecipe.errors import Interrupted
     from dlrecipe.report import build_report
     from dlrecipe.search import resume
 
-    real, calls = T.train_in, {"n": 0}
-
-    def ctrl_c_in_the_second_trial(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "train_in", ctrl_c_in_the_second_trial)
+    ctrl_c_in_training(monkeypatch, 2)  # while the second trial trains
     with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):
         run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
     (run,) = tmp_path.iterdir()
@@ -213,7 +204,7 @@ def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_o
     assert list(steps.step) == ["sanity", "lr-find", "search"] and list(steps.status)[2] == "interrupted"
     assert steps.folder.iloc[2] == FOLDERS["search"]
 
-    monkeypatch.setattr(T, "train_in", real)  # what the message says to do next works
+    monkeypatch.undo()  # what the message says to do next works
     assert resume(search_dir).summary["status"] == "completed"
     report = build_report(run)
     assert (run / "report.html").stat().st_size > 0 and report.curves

@@ -22,7 +22,7 @@ from dlrecipe.cli import app
 from dlrecipe.errors import RecipeError, UserError
 from dlrecipe.search import Dist, edge_warnings, narrow, open_storage, parse_space, read_lr_find
 
-from .conftest import ROOT, small_recipe
+from .conftest import ROOT, ctrl_c_in_training, small_recipe
 
 runner = CliRunner()
 FINISHED = {"complete", "pruned", "diverged", "failed"}
@@ -252,26 +252,11 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
-def _ctrl_c_in_trial(monkeypatch, n: int):
-    """Ctrl-C while the n-th trial trains (from then on, trials train normally again)."""
-    import dlrecipe.train as T
-
-    real, calls = T.train_in, {"n": 0}
-
-    def train_in(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "train_in", train_in)
-
-
 def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, monkeypatch, one_thread):
     from dlrecipe.errors import Interrupted
     from dlrecipe.search import resume, search
 
-    _ctrl_c_in_trial(monkeypatch, 3)
+    ctrl_c_in_training(monkeypatch, 3)  # while the third trial trains
     recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
                              "search.fine_epochs": 2})
     with pytest.raises(Interrupted, match="2 of 6 trials finished"):
