@@ -458,9 +458,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
     Example: dlrecipe report runs/20261123-191735-digits_mlp-train
     """
     def body():
-        from .report import build_report, sparkline
+        from .report import NO_CURVES, build_report, sparkline
 
         rep = build_report(run_dir)
+        if not rep.curves:
+            console.print(NO_CURVES, highlight=False, soft_wrap=True)
         for c in rep.curves:
             console.print(f"[bold]{plain(c.label)}[/]\n  val_loss per epoch {sparkline(c.metrics['val_loss'])}",
                           highlight=False, soft_wrap=True)

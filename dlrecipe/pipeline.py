@@ -160,8 +160,9 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             t = time.perf_counter()
             result.report = build_report(run_dir)
             codes = sorted({f.code for c in result.report.curves for f in c.findings})
-            record("report", "done", "diagnosis: " + (", ".join(codes) if codes else "no alarm"),
-                   time.perf_counter() - t, None)
+            text = ("diagnosis: " + (", ".join(codes) if codes else "no alarm") if result.report.curves
+                    else "no training curves to diagnose (no trial ran)")
+            record("report", "done", text, time.perf_counter() - t, None)
             seconds = time.perf_counter() - t0
             summary.update(seconds=seconds, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                            seconds_vs_budget=None if budget_s is None else seconds / budget_s)
@@ -220,7 +221,8 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
                                                          "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
                                                          "test_acc", "trials", "warnings")}
-            summary.update({k: ss[k] for k in ("best_val_loss", "best_val_acc", "test_acc", "test_loss") if k in ss})
+            summary.update({k: ss[k] for k in ("best_epoch", "best_val_loss", "best_val_acc", "test_acc", "test_loss")
+                        if k in ss})
             if (sr.run_dir / "model.pt").is_file():
                 summary["model"] = str((sr.run_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
 

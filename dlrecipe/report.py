@@ -148,22 +148,59 @@ def _selected_trials(run_dir: Path) -> set[Path]:
     for path in run_dir.rglob("summary.json"):
         if "trials" in path.relative_to(run_dir).parts:
             continue
-        n = read_json(path).get("selected_trial")
+        n = _read_summary(path).get("selected_trial")
         if n is not None:
             out.add(path.parent / "trials" / str(n))
     return out
 
 
+NO_CURVES = ("no training curves to diagnose: no epoch was trained here (sanity and lr-find runs, or a run that "
+             "stopped before its search); the tables and figures below are what there is")
+RUN_FILES = ("recipe.toml", "env.json", "summary.json", "metrics.csv")  # what every command writes first
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in RUN_FILES)
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """One run folder, not a folder of runs (a report there would diagnose one arbitrary run) or anything else."""
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {str(run_dir)!r} not found (dlrecipe runs lists them)")
+    if not _is_run(run_dir):
+        runs = [d for d in run_dir.iterdir() if d.is_dir() and _is_run(d)]
+        if runs:
+            raise UserError(f"{run_dir} holds {len(runs)} run folders, not one run: report one of them (dlrecipe runs "
+                            f"--runs-dir {run_dir} lists them), or put them side by side with dlrecipe compare")
+        raise UserError(f"{run_dir}: not a dlrecipe run folder (none of {', '.join(RUN_FILES)})")
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """A metrics.csv, or a one-line error naming it when it cannot be read."""
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot read it as CSV ({reason}); restore or delete that file") from None
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"{path}: cannot read it as JSON ({e}); restore or delete that file") from None
+
+
 def build_report(run_dir: str | Path) -> Report:
     """Diagnose every curve in a run folder, draw the figures, write report.md, report.html and report.json."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {str(run_dir)!r} not found (dlrecipe runs lists them)")
+    _check_run_folder(run_dir)
     main_files, trial_files = _metric_files(run_dir)
     if not main_files and not trial_files and not (run_dir / "summary.json").is_file():
-        raise UserError(f"{run_dir}: no metrics.csv or summary.json here or below: not a dlrecipe run folder")
-    curves = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in main_files]
-    trials = [Curve(_label(run_dir, p), p, pd.read_csv(p)) for p in trial_files]
+        raise UserError(f"{run_dir}: nothing to report yet: no metrics.csv or summary.json (the run was stopped "
+                        f"before its first epoch, or is still starting)")
+    curves = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in main_files]
+    trials = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in trial_files]
     for c in curves:
         c.findings = diagnose(c.metrics, _mixed_train(run_dir, c.path))
     if trials and not curves:  # a search (or a run's search step): diagnose the selected trial
@@ -191,6 +228,8 @@ def build_report(run_dir: str | Path) -> Report:
             figures.append((str(png.relative_to(run_dir)), png))
 
     sections = [f"# Report: {run_dir.name}\n"]  # diagnosis, a run's steps, figures, summaries, tables
+    if not curves:
+        sections += ["## Diagnosis\n", f"- {NO_CURVES}\n"]
     for c in curves:
         sections.append(f"## Diagnosis: {c.label}\n")
         if c.findings:
@@ -204,12 +243,16 @@ def build_report(run_dir: str | Path) -> Report:
             continue
         rel = summary_path.parent.relative_to(run_dir)
         tables.append(f"## Summary: {rel if str(rel) != '.' else run_dir.name}\n")
-        tables.append(_md_table(_summary_table(read_json(summary_path))))
+        tables.append(_md_table(_summary_table(_read_summary(summary_path))))
     for csv_path in sorted(run_dir.rglob("*.csv"), key=lambda p: (p.name != "steps.csv", p)):  # steps first
         rel = csv_path.relative_to(run_dir)
         if "trials" in rel.parts[:-1]:
             continue
-        df = pd.read_csv(csv_path)
+        try:
+            df = read_metrics(csv_path)
+        except UserError as e:  # a table the report only shows: say so and go on
+            tables += [f"## Table: {rel}\n", f"- not shown: {e}\n"]
+            continue
         note = "" if len(df) <= MAX_TABLE_ROWS else f" (last {MAX_TABLE_ROWS} of {len(df)} rows)"
         block = [f"## Table: {rel}{note}\n", _md_table(df.tail(MAX_TABLE_ROWS))]
         if csv_path == run_dir / "steps.csv":
@@ -268,14 +311,15 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
     for d in map(Path, run_dirs):
         if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
             raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
-        s = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+        s = _read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
         curve = d / "metrics.csv"
         if not curve.is_file():  # a search or run: the selected trial's curve
             selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
             curve = selected[0] if selected else None
         if curve is not None:  # a train run's curve, or the selected trial of a search or run
-            curves.append(Curve(d.name, curve, pd.read_csv(curve)))
-        rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"), "status": s.get("status"),
+            curves.append(Curve(d.name, curve, read_metrics(curve)))
+        rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"),
+                     "status": s.get("status", "running or killed"),  # as `dlrecipe runs` says
                      "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),
                      "best_val_acc": s.get("best_val_acc"), "test_loss": s.get("test_loss"),
                      "test_acc": s.get("test_acc"), "curve": "" if curve is None else str(curve.relative_to(d))})

@@ -99,6 +99,7 @@ def test_a_failed_sanity_check_stops_the_run_with_its_advice(tmp_path):
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [FOLDERS["sanity"]]  # no lr-find, no search
     steps = pd.read_csv(run / "steps.csv")
     assert list(steps.step) == ["sanity", "report"] and steps.status.iloc[0] == "fail"
+    assert steps.result.iloc[1].startswith("no training curves to diagnose")  # not "no alarm": nothing trained
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "stopped" and "--force" in summary["reason"] and "FAIL" in summary["reason"]
     assert "stopped" in res.output and (run / "report.html").is_file()
@@ -110,6 +111,7 @@ def test_force_goes_on_after_a_failed_sanity_check(tmp_path):
     assert [s["step"] for s in result.steps] == ["sanity", "lr-find", "search", "report"]
     assert result.steps[0]["status"] == "fail" and result.summary["status"] == "completed"
     assert "went on because of --force" in result.summary["reason"]
+    assert result.summary["best_epoch"] == result.summary["search"]["best_epoch"] >= 1  # compare's column
 
 
 def test_budget_shrinks_the_search_and_records_the_plan(tmp_path, monkeypatch):

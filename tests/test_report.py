@@ -90,6 +90,7 @@ def test_report_writes_markdown_html_and_real_pngs(tmp_path, df):
 
 
 def test_report_of_a_search_plots_every_trial(tmp_path):
+    (tmp_path / "recipe.toml").write_text('name = "s"\n')  # a search killed before its summary: recipe.toml only
     for i, df in enumerate(TRIALS):
         (tmp_path / "trials" / str(i)).mkdir(parents=True)
         df.to_csv(tmp_path / "trials" / str(i) / "metrics.csv", index=False)
@@ -111,9 +112,47 @@ def test_report_of_a_sanity_folder_without_curves_still_has_its_tables_and_figur
     assert rep.curves == []
     md = (tmp_path / "report.md").read_text()
     assert "## Table: sanity.csv" in md and "init_loss" in md
+    assert "no training curves to diagnose" in md and "no alarm" not in md  # nothing trained: no all-clear
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a dlrecipe run folder"):
         build_report(tmp_path / "empty")
+
+
+def test_a_folder_of_runs_is_refused_before_anything_is_written(tmp_path):
+    for name in ("20261202-100000-a-train", "20261202-100001-b-train"):
+        (tmp_path / name).mkdir()
+        HEALTHY.to_csv(tmp_path / name / "metrics.csv", index=False)
+    with pytest.raises(UserError, match="holds 2 run folders, not one run.*dlrecipe compare"):
+        build_report(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261202-100000-a-train", "20261202-100001-b-train"]
+
+
+def test_a_run_stopped_before_its_first_epoch_says_so(tmp_path):
+    (tmp_path / "recipe.toml").write_text('name = "a"\n')
+    (tmp_path / "env.json").write_text("{}")
+    with pytest.raises(UserError, match="nothing to report yet.*before its first epoch"):
+        build_report(tmp_path)
+
+
+@pytest.mark.parametrize("text, reason", [("", "No columns to parse"), ('epoch,val_loss\n1,"0.5\n', "EOF inside")])
+def test_an_unreadable_metrics_csv_is_a_one_line_error_naming_it(tmp_path, text, reason):
+    (tmp_path / "metrics.csv").write_text(text)
+    with pytest.raises(UserError, match=f"metrics.csv: cannot read it as CSV.*{reason}"):
+        build_report(tmp_path)
+    from typer.testing import CliRunner
+
+    from dlrecipe.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "Traceback" not in res.output
+
+
+def test_an_unreadable_side_table_is_noted_and_the_report_goes_on(tmp_path):
+    HEALTHY.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "notes.csv").write_text("")  # a user's file, not one dlrecipe wrote
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Table: notes.csv" in md and "not shown:" in md and "## Diagnosis: " in md
 
 
 def test_compare_writes_one_table_and_one_plot(tmp_path):
@@ -136,6 +175,9 @@ def test_compare_writes_one_table_and_one_plot(tmp_path):
     assert list(table["curve"]) == ["metrics.csv", "metrics.csv", "3-search/trials/4/metrics.csv"]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"  # `dlrecipe runs`: not "killed"
+    (runs[0] / "summary.json").unlink()  # killed: metrics but no summary
+    table, _ = compare(runs[:1], runs_dir=tmp_path / "runs")
+    assert table["status"].tolist() == ["running or killed"]  # what `dlrecipe runs` says, not a blank
 
 
 def test_mixup_training_curves_do_not_raise_train_based_alarms():
