@@ -322,21 +322,30 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
 
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Check a recipe without running anything: keys, types, ranges, component names, data source.
+    """Check a recipe without training: keys, types, ranges, component names, the [search] space, then load the
+    data (file, columns, target) and build the model, as every command does first.
 
-    Exit code 0 when valid, 2 with one line naming the key, the value and what is allowed otherwise.
+    Prints the split sizes, input shape, classes and parameter count. Exit code 0 when valid, 2 with one line
+    naming the key, the value and what is allowed otherwise.
 
     Example: dlrecipe validate recipes/digits_mlp.toml --set model.activation=tanh
     """
     def body():
+        from .data import load_data
+        from .models import build_model, count_parameters
         from .search import parse_space
 
         r = _load(recipe, sets, None)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
+        data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
+        params = count_parameters(build_model(r, data))
         searched = f", searches {', '.join(space)}" if space else ""
-        console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {r['data.source']}, "
-                      f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})",
-                      highlight=False, soft_wrap=True)
+        shape = "x".join(map(str, data.x_train.shape[1:]))
+        outputs = f"{data.num_outputs} classes" if r["task"] == "classification" else "regression"
+        console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {plain(r['data.source'])}, "
+                      f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
+                      f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
+                      f"of shape {shape}, {outputs}; model: {params:,} parameters", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

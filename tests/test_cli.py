@@ -120,9 +120,20 @@ def test_validate_ok_and_error(monkeypatch):
 
     monkeypatch.setattr(console, "_width", 40)  # a narrow terminal must not break the one-line verdict (CI once
     res = _invoke("validate", DIGITS)            # failed on a line wrapped under a long checkout path)
-    assert res.exit_code == 0 and res.output.startswith("ok: ") and res.output.count("\n") == 1
+    verdict, sizes = res.output.splitlines()
+    assert res.exit_code == 0 and verdict.startswith("ok: ")
+    assert sizes == "data: 1257 train / 270 val / 270 test examples of shape 1x8x8, 10 classes; model: " \
+                    f"{(64 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10):,} parameters"  # digits: 1797 = 70/15/15
     assert "searches train.lr, train.weight_decay, model.dropout" in res.output  # its [search] space parsed
     assert _invoke("validate", ROOT / "recipes/nope.toml").exit_code == 2
+
+
+def test_validate_loads_the_data_so_a_wrong_target_column_fails_before_any_run(tmp_path, table_csv):
+    csv_recipe = str(ROOT / "recipes/csv_table.toml")
+    ok = _invoke("validate", csv_recipe, "--set", f"data.source={str(table_csv)!r}", "--set", "data.target='label'")
+    assert ok.exit_code == 0 and "3 classes" in ok.output, ok.output
+    bad = _invoke("validate", csv_recipe, "--set", f"data.source={str(table_csv)!r}", "--set", "data.target='lable'")
+    assert bad.exit_code == 2 and "lable" in bad.output and bad.output.count("\n") == 1
 
 
 def test_components_lists_every_registered_name():
