@@ -207,7 +207,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
                 f"fine x up to {plan.fine_epochs} epochs, LR from lr-find's range ({plan.note})")
             del data  # the search loads its own copy per worker
             sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
-                          from_lr_find=lr.run_dir, quiet=quiet)
+                          from_lr_find=lr.run_dir, quiet=quiet, budget_s=left)
             result.search = sr
             ss = sr.summary
             if ss["status"] == "completed":

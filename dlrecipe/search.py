@@ -461,6 +461,11 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
                                                              f"it finished; queued again")
         if dead:
             continue
+        late = _cannot_finish_in_time(trials, study.user_attrs.get("deadlines"), time.time())
+        for t, why in late:
+            _skip(w.storage, study_id, t, why)
+        if late:
+            continue
         active = [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
         if not active:
             break
@@ -485,6 +490,42 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
         if on_trial is not None:
             on_trial(study.get_trials(deepcopy=False))
     return ran
+
+
+def _cannot_finish_in_time(trials: list, deadlines: dict | None, now: float) -> list[tuple[Any, str]]:
+    """Waiting slots of a stage whose time (deadlines: stage -> wall-clock end, from --budget) would run out before
+    a typical trial of that stage (the median of its complete ones) could finish. A stage with no complete trial yet
+    keeps going: the search needs one coarse trial to narrow around and one fine trial to select."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    late = []
+    for stage, end in (deadlines or {}).items():
+        took = [t.user_attrs.get("seconds") or 0.0 for t in trials
+                if t.user_attrs.get("stage") == stage and t.state == TrialState.COMPLETE]
+        if took and now + statistics.median(took) > end:
+            why = (f"skipped: the --budget's time for the {stage} stage was up (a {stage} trial takes about "
+                   f"{statistics.median(took):.1f} s)")
+            late += [(t, why) for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("stage") == stage]
+    return late
+
+
+def _skip(storage, study_id: int, frozen, reason: str) -> None:
+    """Close a waiting slot unrun: claimed first (WAITING -> RUNNING), so a slot another worker has just claimed is
+    left alone; state "skipped" in trials.csv."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+    try:
+        if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+            return
+        storage.set_trial_user_attr(trial_id, "state", "skipped")
+        storage.set_trial_user_attr(trial_id, "reason", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return
 
 
 def _run_slot(w: Worker, study, trial_id: int, frozen) -> None:
@@ -724,10 +765,12 @@ def _queue_slots(storage, name: str, meta: dict, direction: str, *, resume: bool
 def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs", jobs: int = 1,
            prune: str = "none", seeds: int = 1, ensemble: int = 1, storage: str | None = None,
            study: str | None = None, from_lr_find: str | Path | None = None, quiet: bool = True,
-           folder: str | None = None) -> SearchResult:
+           folder: str | None = None, budget_s: float | None = None) -> SearchResult:
     """Run `dlrecipe search`: a new run folder and study, coarse then fine trials, the selected model tested once.
 
     folder: the run folder's exact name under runs_dir (default: <time>-<name>-search).
+    budget_s: seconds the trials may take (`dlrecipe run --budget`), shared between the stages in proportion to
+    their planned epochs; a slot that a typical trial of its stage could not finish in its stage's time is skipped.
     """
     from .data import load_data
 
@@ -742,13 +785,21 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
                         f"with --worker, or continue its run folder with --resume RUN")
     run_dir = start_run(recipe, runs_dir, "search", device, folder)
     settings = {"storage": storage or str(run_dir / "study.journal"), "study": study or run_dir.name,
-                "seeds": seeds, "ensemble": ensemble, "lr_find": lr_find}
+                "seeds": seeds, "ensemble": ensemble, "lr_find": lr_find, "budget_s": budget_s}
     meta = {"recipe": recipe.user_values(), "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
             "space": {k: d.describe() for k, d in space.items()}, "prune": prune,
             "trials": recipe["search.trials"], "fine_trials": recipe["search.fine_trials"]}
     write_json(run_dir / "search.json", {**settings, **meta})  # what --resume needs, written first
     st = st or open_storage(settings["storage"])
     _queue_slots(st, settings["study"], meta, _direction(recipe), resume=False)
+    if budget_s is not None:
+        import optuna
+
+        coarse = recipe["search.trials"] * recipe["search.coarse_epochs"]
+        share = coarse / max(coarse + recipe["search.fine_trials"] * recipe["search.fine_epochs"], 1)
+        start = time.time()  # wall clock: every worker, here or on another machine, reads the same deadlines
+        optuna.load_study(study_name=settings["study"], storage=st).set_user_attr(
+            "deadlines", {"coarse": start + budget_s * share, "fine": start + budget_s})
     return _lead(run_dir, recipe, space, st, settings, prune, device, jobs, quiet)
 
 
@@ -773,6 +824,7 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
     _queue_slots(st, saved["study"], {k: saved[k] for k in ("recipe", "recipe_path", "space", "prune", "trials",
                                                              "fine_trials")}, _direction(r), resume=True)
     study = optuna.load_study(study_name=saved["study"], storage=st)
+    study.set_user_attr("deadlines", None)  # a resumed search runs every slot left, whatever its first budget
     study_id = st.get_study_id_from_name(saved["study"])
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         mine = t.user_attrs.get("host") in (None, HOST)
@@ -952,13 +1004,18 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
     notes = edge_warnings(space, w.params_of(coarse[0])) if coarse else []
     if recipe["search.fine_trials"] and not fine:
         notes.append("no fine trial completed: the selected model is the best coarse trial")
+    skipped = sum(r["state"] == "skipped" for r in rows)
+    if skipped:
+        notes.append(f"{skipped} slots skipped: the budget's time was up (the trials took longer than planned, "
+                     f"e.g. on a busier machine); a larger --budget runs them")
     counts = {s: sum(r["state"] == s and not r["retried"] for r in rows)
-              for s in ("complete", "pruned", "diverged", "failed")}
+              for s in ("complete", "pruned", "diverged", "failed", "skipped")}
     summary: dict[str, Any] = {
         "name": recipe.name, "command": "search", "study": settings["study"],
         "storage": _redact(settings["storage"]), "monitor": monitor, "direction": direction,
         "space": {k: d.describe() for k, d in space.items()}, "trials": counts,
         "requested": {"coarse": recipe["search.trials"], "fine": recipe["search.fine_trials"]},
+        "budget_s": settings.get("budget_s"),
     }
     if coarse and recipe["search.fine_trials"]:
         summary["fine_space"] = {k: d.describe() for k, d in w.fine_space(study).items()}

@@ -252,6 +252,42 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_budget_that_runs_out_skips_the_slots_left_but_keeps_one_trial_per_stage(tmp_path, one_thread):
+    from dlrecipe.search import search
+
+    recipe = small_recipe(**{"search.trials": 6, "search.coarse_epochs": 2, "search.fine_trials": 3,
+                             "search.fine_epochs": 2})
+    result = search(recipe, runs_dir=tmp_path, budget_s=0.0)  # both stages' time is up from the start
+    rows = pd.DataFrame(result.trials)
+    states = rows.groupby(["stage", "state"]).size().to_dict()
+    assert states == {("coarse", "complete"): 1, ("coarse", "skipped"): 5, ("fine", "complete"): 1,
+                      ("fine", "skipped"): 2}  # the first trial of each stage ran: something to narrow and select
+    assert rows[rows.state == "skipped"].reason.str.contains("--budget's time for the (?:coarse|fine) stage").all()
+    s = result.summary
+    assert s["status"] == "completed" and s["selected_stage"] == "fine" and s["trials"]["skipped"] == 7
+    assert s["budget_s"] == 0.0 and any("7 slots skipped" in w for w in s["warnings"])
+
+
+def test_a_stage_skips_only_the_slots_a_typical_trial_could_not_finish():
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    from dlrecipe.search import _cannot_finish_in_time
+
+    def trial(stage, state, seconds=None):
+        return SimpleNamespace(state=state, user_attrs={"stage": stage, "seconds": seconds})
+
+    done = [trial("coarse", TrialState.COMPLETE, s) for s in (1.0, 2.0, 9.0)]  # median 2 s
+    waiting = [trial("coarse", TrialState.WAITING), trial("fine", TrialState.WAITING)]
+    trials = done + waiting
+    assert _cannot_finish_in_time(trials, None, now=0) == []  # no budget
+    assert _cannot_finish_in_time(trials, {"coarse": 10.0}, now=7.9) == []  # 7.9 + 2 fits in 10
+    late = _cannot_finish_in_time(trials, {"coarse": 10.0, "fine": 10.0}, now=8.1)
+    assert [t for t, _ in late] == [waiting[0]]  # the fine stage has no complete trial yet: it keeps going
+    assert "about 2.0 s" in late[0][1]
+
+
 def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, monkeypatch, one_thread):
     from dlrecipe.errors import Interrupted
     from dlrecipe.search import resume, search
