@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe file (TOML), e.g. recipes/digits_mlp.toml",
-                                           show_default=False)]
+                                           metavar="RECIPE", show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="override a recipe key (value parsed as TOML), repeatable: "
     "--set train.lr=0.1 --set model.hidden=[64,64]")]
@@ -94,7 +94,10 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
 
 
 @app.command()
-def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML), e.g. recipes/digits_mlp.toml; "
+                                                             "optional with --resume", metavar="RECIPE",
+                                                             show_default=False)] = None,
+           sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
            runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
            jobs: Annotated[int, typer.Option(help="worker processes here, each with torch threads = cores / N")] = 1,
            prune: Annotated[str, typer.Option(help="stop hopeless coarse trials early: none, median or "
@@ -120,12 +123,18 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
     model.pt (selected), search_params.png, search_curves.png, study.journal. Ctrl-C keeps the finished trials,
     marks the run "interrupted" (exit code 130) and prints the --resume command that continues it.
 
-    Example: dlrecipe search recipes/digits_mlp.toml --jobs 2 --ensemble 3
+    Examples: dlrecipe search recipes/digits_mlp.toml --jobs 2 --ensemble 3
+              dlrecipe search --resume runs/<time>-digits_mlp-search
     """
     def body():
         from . import search as S
 
-        r = _load(recipe, sets, seed)
+        if recipe is None and resume is None:
+            raise UserError("search needs a RECIPE file, or --resume RUN to continue a killed search")
+        if recipe is None and (sets or seed is not None or worker):
+            raise UserError("--set, --seed and --worker need a RECIPE file (--resume continues with the search's "
+                            "own recipe)")
+        r = _load(recipe, sets, seed) if recipe is not None else None
         if worker:
             if not (storage and study):
                 raise UserError("--worker needs --storage URL and --study NAME (the search to join)")
@@ -141,7 +150,7 @@ def search(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
                               ensemble=ensemble, storage=storage, study=study, from_lr_find=from_lr_find,
                               quiet=quiet)
         s, monitor = result.summary, result.summary["monitor"]
-        table = S.leaderboard(result, title=f"{r.name}: leaderboard")
+        table = S.leaderboard(result, title=f"{s['name']}: leaderboard")
         console.print(table)
         for line in s.get("warnings", []):
             err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False)
@@ -322,7 +331,7 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
 
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Check a recipe without training: keys, types, ranges, component names, the [search] space, then load the
+    """Check a recipe without training: keys, types, ranges, component names, the \\[search] space, then load the
     data (file, columns, target) and build the model, as every command does first.
 
     Prints the split sizes, input shape, classes and parameter count. Exit code 0 when valid, 2 with one line
@@ -517,6 +526,26 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
         console.print(f"table (every column, and the curve plotted) and plot: {plain(out)}",
                       highlight=False, soft_wrap=True)
     _guard(debug, body)
+
+
+def _reflow(doc: str) -> str:
+    """A docstring as help text: lines of a paragraph joined (rich help keeps every newline, so lines wrapped for
+    the source came out ragged at 80 columns); an indented line (an example's continuation) keeps its own line."""
+    import inspect
+
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines = para.split("\n")
+        out = lines[0]
+        for line in lines[1:]:
+            out += ("\n" + line) if line[:1].isspace() else (" " + line)
+        paragraphs.append(out)
+    return "\n\n".join(paragraphs)
+
+
+for _info in app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _reflow(_info.callback.__doc__)
 
 
 def main() -> None:

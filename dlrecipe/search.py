@@ -893,7 +893,7 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
         _write_trials_csv(run_dir, rows)
         done = sum(r["state"] not in ("running", "waiting") and not r["retried"] for r in rows)
         reason = (f"interrupted (Ctrl-C) with {done} of {total} trials finished; they are kept: continue with "
-                  f"dlrecipe search {run_dir / 'recipe.toml'} --resume {run_dir}")
+                  f"dlrecipe search --resume {run_dir}")
         write_json(run_dir / "summary.json", {
             "name": recipe.name, "command": "search", "status": "interrupted", "reason": reason,
             "study": name, "storage": _redact(settings["storage"]), "trials_finished": done,

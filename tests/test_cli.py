@@ -172,11 +172,28 @@ def test_digits_mlp_reaches_097_test_accuracy(tmp_path):
     assert json.loads((run / "summary.json").read_text())["test_acc"] >= 0.97
 
 
-@pytest.mark.parametrize("command", ["run", "search"])
+@pytest.mark.parametrize("command", ["run", "search", "validate"])
 def test_help_shows_the_search_table_name_literally(command):
     """Rich markup would swallow an unescaped [search]: the help must still name the table."""
     res = _invoke(command, "--help")
     assert res.exit_code == 0 and "[search]" in res.output
+
+
+def test_help_paragraphs_flow_and_example_lines_stay_apart():
+    """Docstrings are wrapped for the source; the help joins a paragraph's lines (rich kept every newline, so the
+    text came out ragged at 80 columns) but keeps an indented continuation line on its own."""
+    from dlrecipe.cli import _reflow
+
+    doc = """First line
+    goes on here.
+
+    Examples: a
+              b
+    """
+    assert _reflow(doc) == "First line goes on here.\n\nExamples: a\n          b"
+    res = _invoke("search", "--help")
+    lines = [line.strip() for line in res.output.splitlines()]
+    assert "dlrecipe search --resume runs/<time>-digits_mlp-search" in lines
 
 
 def test_errors_quote_bracketed_values_as_typed():

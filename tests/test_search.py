@@ -157,6 +157,15 @@ def test_cli_bad_space_is_one_line_exit_2_and_no_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
+    ([], "search needs a RECIPE file, or --resume RUN"),
+    (["--resume", "x", "--set", "train.lr=0.1"], "--set, --seed and --worker need a RECIPE file"),
+])
+def test_cli_search_without_a_recipe_needs_resume(tmp_path, args, message):
+    res = runner.invoke(app, ["search", *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("args, message", [
     (["--prune", "medain"], "did you mean 'median'"),
     (["--jobs", "0"], "--jobs 0 is not allowed"),
     (["--worker"], "--worker needs --storage URL and --study NAME"),
@@ -236,7 +245,7 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     run = next(runs.glob("*-s-search"))
     assert not (run / "summary.json").exists()
 
-    res = runner.invoke(app, ["search", str(recipe), "--resume", str(run), "-q"])
+    res = runner.invoke(app, ["search", "--resume", str(run), "-q"])  # the run folder holds the recipe
     assert res.exit_code == 0, res.output
     after = pd.read_csv(run / "trials.csv")
     kept = after.set_index("number").loc[before.number]
@@ -299,7 +308,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
         search(recipe, runs_dir=tmp_path)
     (run,) = tmp_path.iterdir()
     s = json.loads((run / "summary.json").read_text())
-    assert s["status"] == "interrupted" and f"dlrecipe search {run / 'recipe.toml'} --resume {run}" in s["reason"]
+    assert s["status"] == "interrupted" and f"dlrecipe search --resume {run}" in s["reason"]
     before = pd.read_csv(run / "trials.csv")
     assert (before.state == "complete").sum() == 2 and "interrupted (Ctrl-C)" in " ".join(before.reason.fillna(""))
 
