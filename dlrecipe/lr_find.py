@@ -492,7 +492,7 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
     from . import components as C
     from .data import load_data
     from .models import build_model
-    from .runs import resolve_device, start_run
+    from .runs import marks_interrupted, resolve_device, start_run
 
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: at least 1")
@@ -518,85 +518,85 @@ def lr_find(recipe, *, device: str = "auto", runs_dir: str | Path | None = "runs
         inits[s] = copy.deepcopy(models[s].state_dict())  # every probe of this seed starts here
     used = dict.fromkeys(seed_list, 0)
     run_dir = None if runs_dir is None else start_run(recipe, runs_dir, "lr-find", device, folder)  # data and model built
+    with marks_interrupted(run_dir, recipe.name, "lr-find"):
+        def steps_for(s: int, lr: float) -> _Steps:
+            model = models[s]
+            model.load_state_dict(inits[s])
+            optimizer = C.build_optimizer(model, dict(tr, lr=lr))
+            return _Steps(model, optimizer, data, tr, s, d["batch_size"], d["augment"], aug_cfg)
 
-    def steps_for(s: int, lr: float) -> _Steps:
-        model = models[s]
-        model.load_state_dict(inits[s])
-        optimizer = C.build_optimizer(model, dict(tr, lr=lr))
-        return _Steps(model, optimizer, data, tr, s, d["batch_size"], d["augment"], aug_cfg)
+        curves: list[ProbeCurve] = []
 
-    curves: list[ProbeCurve] = []
+        def run_probes(lr: float, stage: str) -> dict:
+            for s in seed_list:
+                losses = probe(steps_for(s, lr), lr, iterations)
+                used[s] += len(losses)
+                curves.append(ProbeCurve(lr, s, stage, losses, classify(losses)))
+            row = next(r for r in _aggregate(curves) if r["lr"] == lr)
+            log(f"probe lr {lr:<8g} {row['verdict']:<8} {row['reason']}")
+            return row
 
-    def run_probes(lr: float, stage: str) -> dict:
+        for lr in sorted(lrs, reverse=True):
+            run_probes(lr, "grid")
+
+        # refinement (lecture 002): halve down from the smallest diverged LR above the choice, while the budget allows
+        bounds = halving_bounds(_aggregate(curves))
+        if bounds is not None:
+            upper, lower = bounds
+            lr = upper / 2
+            for _ in range(MAX_HALVINGS):
+                if lr <= lower * 1.5 or budget - range_iterations - max(used.values()) < iterations:
+                    break  # the next halving would land on (or next to) a probed LR, or the budget is spent
+                if run_probes(lr, "halving")["verdict"] == "good":
+                    break
+                lr /= 2
+
+        rows = _aggregate(curves)
+        recommended, status = choose(rows)
+
+        tests = []
         for s in seed_list:
-            losses = probe(steps_for(s, lr), lr, iterations)
-            used[s] += len(losses)
-            curves.append(ProbeCurve(lr, s, stage, losses, classify(losses)))
-        row = next(r for r in _aggregate(curves) if r["lr"] == lr)
-        log(f"probe lr {lr:<8g} {row['verdict']:<8} {row['reason']}")
-        return row
+            steps = steps_for(s, start_lr)
+            tests.append(range_test(steps.model, steps.optimizer, data, tr, start_lr=start_lr, end_lr=end_lr,
+                                    iterations=range_iterations, seed=s, batch_size=d["batch_size"],
+                                    augment=d["augment"], aug_cfg=aug_cfg))
+            used[s] += len(tests[-1].losses)
+            found = _fmt_rules(tests[-1].suggestions)
+            log(f"range test (seed {s}): {tests[-1].stopped}" + (f"; {found}" if found else ""))
 
-    for lr in sorted(lrs, reverse=True):
-        run_probes(lr, "grid")
-
-    # refinement (lecture 002): halve down from the smallest diverged LR above the choice, while the budget allows
-    bounds = halving_bounds(_aggregate(curves))
-    if bounds is not None:
-        upper, lower = bounds
-        lr = upper / 2
-        for _ in range(MAX_HALVINGS):
-            if lr <= lower * 1.5 or budget - range_iterations - max(used.values()) < iterations:
-                break  # the next halving would land on (or next to) a probed LR, or the budget is spent
-            if run_probes(lr, "halving")["verdict"] == "good":
-                break
-            lr /= 2
-
-    rows = _aggregate(curves)
-    recommended, status = choose(rows)
-
-    tests = []
-    for s in seed_list:
-        steps = steps_for(s, start_lr)
-        tests.append(range_test(steps.model, steps.optimizer, data, tr, start_lr=start_lr, end_lr=end_lr,
-                                iterations=range_iterations, seed=s, batch_size=d["batch_size"],
-                                augment=d["augment"], aug_cfg=aug_cfg))
-        used[s] += len(tests[-1].losses)
-        found = _fmt_rules(tests[-1].suggestions)
-        log(f"range test (seed {s}): {tests[-1].stopped}" + (f"; {found}" if found else ""))
-
-    per_seed = []
-    for s, test in zip(seed_list, tests):
-        own, _ = choose(_aggregate([c for c in curves if c.seed == s]))
-        per_seed.append({"seed": s, "recommended_lr": own, **test.suggestions})
-    rules = {"probes": recommended, **{name: _geomedian([t.suggestions[name] for t in tests]) for name in RULES}}
-    range_rules = {k: v for k, v in rules.items() if k != "probes"}
-    agrees, agree_text = agreement(recommended, range_rules, _geomedian([t.lr_at_min() for t in tests]))
-    low, high = (float(f"{v:.4g}") for v in search_range(recommended, rows))
-    evidence = _evidence(rows, recommended, status) + "; " + agree_text
-    own = [p["recommended_lr"] for p in per_seed]
-    summary = {
-        "name": recipe.name, "command": "lr-find", "status": status,
-        "recommended_lr": recommended, "search_range": [low, high],
-        "evidence": evidence, "range_test_agrees": agrees, "rules": rules,
-        "probes": [dict(r) for r in rows],
-        "range_test": [{"seed": t.seed, "stopped": t.stopped, "lr_at_min": t.lr_at_min(), **t.suggestions}
-                       for t in tests],
-        "seeds": seed_list, "per_seed": per_seed,
-        "spread": {"min": min(own), "max": max(own), "ratio": max(own) / min(own)},
-        "iterations": max(used.values()), "budget": budget,
-        "thresholds": {"probe_iterations": iterations, "smoothing": SMOOTHING, "diverged_factor": DIVERGED_FACTOR,
-                       "rebound_fraction": REBOUND_FRACTION, "flat_fraction": FLAT_FRACTION,
-                       "probe_weight_decay": tr["weight_decay"], "range": [start_lr, end_lr, range_iterations],
-                       "range_stop_factor": RANGE_STOP_FACTOR, "search_below": SEARCH_BELOW,
-                       "search_above": SEARCH_ABOVE},
-        "seconds": time.perf_counter() - t0, "seed": recipe["seed"],
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    result = LrFindResult(recommended, (low, high), status, evidence, agrees, rules, rows, curves, tests, per_seed,
-                          summary, run_dir)
-    if run_dir is not None:
-        write_outputs(result, run_dir)
-    return result
+        per_seed = []
+        for s, test in zip(seed_list, tests):
+            own, _ = choose(_aggregate([c for c in curves if c.seed == s]))
+            per_seed.append({"seed": s, "recommended_lr": own, **test.suggestions})
+        rules = {"probes": recommended, **{name: _geomedian([t.suggestions[name] for t in tests]) for name in RULES}}
+        range_rules = {k: v for k, v in rules.items() if k != "probes"}
+        agrees, agree_text = agreement(recommended, range_rules, _geomedian([t.lr_at_min() for t in tests]))
+        low, high = (float(f"{v:.4g}") for v in search_range(recommended, rows))
+        evidence = _evidence(rows, recommended, status) + "; " + agree_text
+        own = [p["recommended_lr"] for p in per_seed]
+        summary = {
+            "name": recipe.name, "command": "lr-find", "status": status,
+            "recommended_lr": recommended, "search_range": [low, high],
+            "evidence": evidence, "range_test_agrees": agrees, "rules": rules,
+            "probes": [dict(r) for r in rows],
+            "range_test": [{"seed": t.seed, "stopped": t.stopped, "lr_at_min": t.lr_at_min(), **t.suggestions}
+                           for t in tests],
+            "seeds": seed_list, "per_seed": per_seed,
+            "spread": {"min": min(own), "max": max(own), "ratio": max(own) / min(own)},
+            "iterations": max(used.values()), "budget": budget,
+            "thresholds": {"probe_iterations": iterations, "smoothing": SMOOTHING, "diverged_factor": DIVERGED_FACTOR,
+                           "rebound_fraction": REBOUND_FRACTION, "flat_fraction": FLAT_FRACTION,
+                           "probe_weight_decay": tr["weight_decay"], "range": [start_lr, end_lr, range_iterations],
+                           "range_stop_factor": RANGE_STOP_FACTOR, "search_below": SEARCH_BELOW,
+                           "search_above": SEARCH_ABOVE},
+            "seconds": time.perf_counter() - t0, "seed": recipe["seed"],
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        result = LrFindResult(recommended, (low, high), status, evidence, agrees, rules, rows, curves, tests, per_seed,
+                              summary, run_dir)
+        if run_dir is not None:
+            write_outputs(result, run_dir)
+        return result
 
 
 def check_apply_path(out: str | Path, recipe_path: str | Path | None) -> Path:

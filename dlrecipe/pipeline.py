@@ -233,7 +233,8 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             return finish("completed", f"selected {text}{note}")
         except KeyboardInterrupt as e:  # keep what the finished steps wrote, and say how to go on
             step, folder, started = current
-            how = str(e).removeprefix("interrupted (Ctrl-C) ") if isinstance(e, Interrupted) else ""
+            how = (str(e).removeprefix("interrupted (Ctrl-C) ")  # the search says how to resume it
+                   if isinstance(e, Interrupted) and step == "search" else "")
             reason = f"interrupted (Ctrl-C) during {step}" + (f" {how}" if how else "; the finished steps are kept")
             if step == "search" and "--resume" in how:
                 reason += f"; then dlrecipe report {run_dir}"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -95,6 +96,27 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env
+
+
+@contextmanager
+def marks_interrupted(run_dir: Path | None, name: str, command: str):
+    """For a command that writes its results only at the end (sanity, lr-find): Ctrl-C inside the block writes a
+    summary.json with status "interrupted", so `dlrecipe runs` does not list the folder as running, then raises
+    Interrupted with a one-line message."""
+    from .errors import Interrupted
+
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        reason = (f"interrupted (Ctrl-C): {command} writes its results when it finishes, so nothing was measured "
+                  f"to keep; run it again")
+        if run_dir is not None:
+            write_json(run_dir / "summary.json", {"name": name, "command": command, "status": "interrupted",
+                                                  "reason": reason, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            reason += f" (run folder {run_dir})"
+        raise Interrupted(reason) from None
 
 
 def start_run(recipe, runs_dir: str | Path, command: str, device: str, folder: str | None = None) -> Path:

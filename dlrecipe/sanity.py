@@ -914,7 +914,7 @@ def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_step
                 folder) -> SanityResult:
     from .data import load_data
     from .models import build_model
-    from .runs import resolve_device, start_run
+    from .runs import marks_interrupted, resolve_device, start_run
 
     if overfit_batches < 1 or overfit_steps < 1:
         raise UserError(f"--overfit-batches {overfit_batches} / --overfit-steps {overfit_steps}: both must be >= 1")
@@ -924,47 +924,48 @@ def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_step
     device = resolve_device(device)
     data = load_data(recipe, device)  # before the run folder: a bad data file leaves nothing behind
     run_dir = start_run(recipe, runs_dir, "sanity", device, folder) if runs_dir is not None else None
-    seed = recipe["seed"]
-    tr = dict(recipe.section("train"))
-    bs = recipe["data.batch_size"]
-    model = build_model(recipe, data, seed=seed).to(device)
-    model.requires_grad_(True)
+    with marks_interrupted(run_dir, recipe.name, "sanity"):
+        seed = recipe["seed"]
+        tr = dict(recipe.section("train"))
+        bs = recipe["data.batch_size"]
+        model = build_model(recipe, data, seed=seed).to(device)
+        model.requires_grad_(True)
 
-    checks: list[Check] = []
-    layer_rows: list[dict] = []
-    overfit_rows: list[dict] = []
-    layer_failure = ""   # layer_health's advice when it failed: the cause of later failures
-    for name in names:
-        say(f"sanity: {name}")
-        t = time.perf_counter()
-        if name == "init_loss":
-            check = check_init_loss(model, data, tr, batch_size=bs, output_bias=recipe["model.output_bias"],
-                                    seed=seed)
-        elif name == "gradient_check":
-            check = check_gradients(model, data, tr, seed=seed)
-            per_module: dict[str, float] = {}
-            for r in check.details.get("rows", []):
-                if r["max_rel_error"] is not None:
-                    per_module[r["module"]] = max(per_module.get(r["module"], 0.0), r["max_rel_error"])
-            check.details["per_module"] = per_module
-        elif name == "layer_health":
-            check, layer_rows = check_layer_health(model, data, tr, seed=seed)
-            layer_failure = check.advice if check.status == "fail" else ""
-        elif name == "update_ratio":
-            check, _ = check_update_ratio(model, data, tr, batch_size=bs, seed=seed)
-        elif name == "input_independent":
-            check = check_input_independent(model, data, tr, batch_size=bs, seed=seed, layer_failure=layer_failure)
-        else:
-            check, overfit_rows = check_overfit_small(model, data, tr, batch_size=bs, batches=overfit_batches,
-                                                      steps=overfit_steps, seed=seed, retry=retry,
-                                                      layer_failure=layer_failure)
-        check.seconds = time.perf_counter() - t
-        checks.append(check)
-        say(f"sanity: {name} {check.status} ({check.seconds:.1f} s)")
-    _merge_layer_columns(layer_rows, checks)
-    result = SanityResult(run_dir, checks, layer_rows, overfit_rows, time.perf_counter() - t0, recipe.name)
-    if run_dir is not None:
-        write_outputs(result, data.task)
+        checks: list[Check] = []
+        layer_rows: list[dict] = []
+        overfit_rows: list[dict] = []
+        layer_failure = ""   # layer_health's advice when it failed: the cause of later failures
+        for name in names:
+            say(f"sanity: {name}")
+            t = time.perf_counter()
+            if name == "init_loss":
+                check = check_init_loss(model, data, tr, batch_size=bs, output_bias=recipe["model.output_bias"],
+                                        seed=seed)
+            elif name == "gradient_check":
+                check = check_gradients(model, data, tr, seed=seed)
+                per_module: dict[str, float] = {}
+                for r in check.details.get("rows", []):
+                    if r["max_rel_error"] is not None:
+                        per_module[r["module"]] = max(per_module.get(r["module"], 0.0), r["max_rel_error"])
+                check.details["per_module"] = per_module
+            elif name == "layer_health":
+                check, layer_rows = check_layer_health(model, data, tr, seed=seed)
+                layer_failure = check.advice if check.status == "fail" else ""
+            elif name == "update_ratio":
+                check, _ = check_update_ratio(model, data, tr, batch_size=bs, seed=seed)
+            elif name == "input_independent":
+                check = check_input_independent(model, data, tr, batch_size=bs, seed=seed, layer_failure=layer_failure)
+            else:
+                check, overfit_rows = check_overfit_small(model, data, tr, batch_size=bs, batches=overfit_batches,
+                                                          steps=overfit_steps, seed=seed, retry=retry,
+                                                          layer_failure=layer_failure)
+            check.seconds = time.perf_counter() - t
+            checks.append(check)
+            say(f"sanity: {name} {check.status} ({check.seconds:.1f} s)")
+        _merge_layer_columns(layer_rows, checks)
+        result = SanityResult(run_dir, checks, layer_rows, overfit_rows, time.perf_counter() - t0, recipe.name)
+        if run_dir is not None:
+            write_outputs(result, data.task)
     return result
 
 

@@ -115,6 +115,28 @@ def test_ctrl_c_in_train_keeps_the_best_snapshot_tested_and_exits_130(tmp_path, 
     assert len(pd.read_csv(run / "metrics.csv")) == 2 and "interrupted (Ctrl-C) after 2 epochs" in res.output
 
 
+@pytest.mark.parametrize("command, module, function", [("sanity", "sanity", "check_overfit_small"),
+                                                       ("lr-find", "lr_find", "probe")])
+def test_ctrl_c_in_sanity_or_lr_find_marks_the_folder_interrupted_and_exits_130(tmp_path, monkeypatch, command,
+                                                                                module, function):
+    """They write their results at the end: Ctrl-C leaves a summary.json saying so, not a folder that `runs` lists
+    as still running."""
+    import importlib
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"dlrecipe.{module}"), function, ctrl_c)
+    res = _invoke(command, DIGITS, "--runs-dir", tmp_path)
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    (run,) = tmp_path.iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["command"] == command and "run it again" in s["reason"]
+    assert f"interrupted (Ctrl-C): {command} writes its results when it finishes" in res.output
+    listed = _invoke("runs", "--runs-dir", tmp_path)
+    assert "interrupted" in listed.output and "running" not in listed.output
+
+
 def test_validate_ok_and_error(monkeypatch):
     from dlrecipe.display import console
 

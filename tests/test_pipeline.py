@@ -189,6 +189,24 @@ def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp
     assert warning.startswith("lr-find: all_flat") and "uses its range" in warning
 
 
+def test_ctrl_c_during_lr_find_marks_that_step_and_keeps_sanity(tmp_path, monkeypatch):
+    from dlrecipe import lr_find as L
+    from dlrecipe.errors import Interrupted
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(L, "probe", ctrl_c)
+    with pytest.raises(Interrupted, match="during lr-find; the finished steps are kept"):
+        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert json.loads((run / FOLDERS["sanity"] / "summary.json").read_text())["status"] in ("pass", "warn")
+    assert json.loads((run / FOLDERS["lr-find"] / "summary.json").read_text())["status"] == "interrupted"
+    steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
+    assert list(steps.step) == ["sanity", "lr-find"] and list(steps.status) == [steps.status[0], "interrupted"]
+
+
 def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_on(tmp_path, monkeypatch):
     from dlrecipe.errors import Interrupted
     from dlrecipe.report import build_report
