@@ -413,32 +413,47 @@ RUN_HELP = (
     "is in summary.json. Without --budget the recipe's \\[search] settings are used as written.\n\n"
     "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
     "model; 2: usage or recipe error; 130: interrupted (Ctrl-C: the step it was in is marked interrupted in "
-    "steps.csv, with the command that continues it).\n\n"
-    "Example: dlrecipe run recipes/mnist1d_mlp.toml --budget 10"
+    "steps.csv). --resume RUN continues an interrupted or killed run: finished steps are kept, an interrupted "
+    "search keeps its finished trials, an unfinished sanity or lr-find runs again.\n\n"
+    "Examples: dlrecipe run recipes/mnist1d_mlp.toml --budget 10\n"
+    "          dlrecipe run --resume runs/<time>-mnist1d_mlp-run"
 )
 
 
 @app.command("run", help=RUN_HELP)
-def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML), e.g. recipes/digits_mlp.toml; "
+                                                              "optional with --resume", metavar="RECIPE",
+                                                              show_default=False)] = None,
+            sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
             runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
             budget: Annotated[float | None, typer.Option(metavar="MINUTES", help="fit the whole run in about this "
                                                          "many minutes (scales the search)")] = None,
             force: Annotated[bool, typer.Option(help="go on after a failed sanity check")] = False,
             jobs: Annotated[int, typer.Option(help="search worker processes, each with torch threads = cores / "
                                                    "N")] = 1,
+            resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
+                                                             "folder: finished steps and trials are kept")] = None,
             ) -> None:
     def body():
         from rich import box
         from rich.table import Table
 
-        from .pipeline import run_recipe
+        from .pipeline import resume_run, run_recipe
         from .report import sparkline
 
-        r = _load(recipe, sets, seed)
         say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True, markup=False))
-        res = run_recipe(r, device=device, runs_dir=runs_dir, budget_minutes=budget, force=force, jobs=jobs,
-                         say=say, quiet=quiet)
-        table = Table(title=f"{r.name}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
+        if resume is not None:
+            if recipe is not None or sets or seed is not None or budget is not None or force:
+                raise UserError("--resume continues the run with its own recipe, budget and --force: drop RECIPE, "
+                                "--set, --seed, --budget and --force")
+            res = resume_run(resume, device=device, jobs=jobs, say=say, quiet=quiet)
+        elif recipe is None:
+            raise UserError("run needs a RECIPE file, or --resume RUN to continue an interrupted run")
+        else:
+            res = run_recipe(_load(recipe, sets, seed), device=device, runs_dir=runs_dir, budget_minutes=budget,
+                             force=force, jobs=jobs, say=say, quiet=quiet)
+        minutes = res.summary.get("budget_minutes")
+        table = Table(title=f"{res.summary['name']}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
                       show_lines=False)
         for col, justify in (("step", "left"), ("status", "left"), ("result", "left"), ("s", "right")):
             table.add_column(col, justify=justify, overflow="fold")
@@ -457,7 +472,7 @@ def run_all(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
             err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False, soft_wrap=True)
         colour = "green" if s["status"] == "completed" else "bold red"
         console.print(f"[{colour}]{s['status']}[/]: {plain(s['reason'])}", highlight=False, soft_wrap=True)
-        spent = f"{s['seconds']:.0f} s" + (f" of a {budget:g}-minute budget" if budget else "")
+        spent = f"{s['seconds']:.0f} s" + (f" of a {minutes:g}-minute budget" if minutes else "")
         console.print(f"run folder: {plain(res.run_dir)} ({spent}); report: {plain(res.run_dir / 'report.html')}",
                       highlight=False, soft_wrap=True)
         return res.exit_code

@@ -8,7 +8,8 @@
 
 All of it lands in one parent run folder, `runs/<time>-<name>-run/`, with a subfolder per step and, at the top,
 `steps.csv` (one row per step) and `summary.json`. A failed sanity check stops the chain (its advice is the
-result) unless `force`.
+result) unless `force`. `resume_run` continues an interrupted or killed run in its folder: finished steps are
+kept, an interrupted search continues with its finished trials, an unfinished sanity or lr-find runs again.
 
 `budget_minutes` scales the search to fit: the cost of one epoch is estimated from lr-find's measured seconds
 per update, and the trial counts and epochs are multiplied by the same factor (square root of the ratio each,
@@ -18,6 +19,7 @@ actually taken are both written down.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,22 +127,88 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
     """
     from . import search as S
     from .data import load_data
-    from .lr_find import lr_find
-    from .report import build_report
-    from .sanity import run_sanity
 
     _check_budget(budget_minutes)
     S.check_options(jobs, "none", 1, 1)
     S.parse_space(recipe)  # a bad [search] space is a recipe error now, not after sanity and lr-find
-    say = say or (lambda message: None)
-    t0 = time.perf_counter()
-    budget_s = None if budget_minutes is None else budget_minutes * 60
     device = resolve_device(device)
     data = load_data(recipe, device)  # a bad data source fails before any folder exists
     run_dir = start_run(recipe, runs_dir, "run", device)
     summary = {"name": recipe.name, "command": "run", "status": "running", "reason": "", "budget_minutes":
-               budget_minutes, "force": force, "steps": {}, "warnings": []}
+               budget_minutes, "force": force, "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
+               "steps": {}, "warnings": []}
+    return _chain(recipe, run_dir, summary, [], data=data, device=device, jobs=jobs, say=say, quiet=quiet)
+
+
+RESUMABLE = ("interrupted", "running")  # "running": the process was killed before it could write its end
+
+
+def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int = 1, say: Callable[[str], None] | None = None,
+               quiet: bool = True) -> RunResult:
+    """Continue an interrupted or killed `dlrecipe run` in its own folder: finished steps are kept as they are, an
+    interrupted search continues with its finished trials (search --resume), a step that had not finished runs
+    again; then the report. The budget counts the time spent before the interruption."""
+    import tomllib
+
+    from . import search as S
+    from .data import load_data
+    from .recipe import flatten, validate
+    from .runs import read_json
+
+    run_dir = Path(run_dir)
+    if not ((run_dir / "steps.csv").is_file() and (run_dir / "recipe.toml").is_file()):
+        raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (no steps.csv and recipe.toml)")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    if summary.get("command") != "run":
+        raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (its summary.json is not a run's)")
+    if summary.get("status") not in RESUMABLE:
+        raise UserError(f"--resume {str(run_dir)!r}: this run is {summary.get('status')} already, nothing to resume "
+                        f"(dlrecipe report {run_dir} reads it again)")
+    S.check_options(jobs, "none", 1, 1)
+    original = summary.get("recipe_path")  # relative data paths resolve as they did for the original recipe file
+    recipe = validate(flatten(tomllib.loads((run_dir / "recipe.toml").read_text())),
+                      path=Path(original) if original else run_dir / "recipe.toml")
+    device = resolve_device(device)
+    data = load_data(recipe, device)
+    # summary.json (written atomically after every step) rather than steps.csv, which is rewritten from it below
+    rows = (summary.get("steps") or {}).values()
+    done = [row for row in rows if row["status"] != "interrupted" and row["step"] != "report"]
+    summary.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "status": summary["status"],
+                                              "reason": summary.get("reason", "")})
+    summary.update(status="running", reason="", steps={})
+    summary.setdefault("warnings", [])
+    return _chain(recipe, run_dir, summary, done, data=data, device=device, jobs=jobs, say=say, quiet=quiet,
+                  spent=summary.get("seconds") or 0.0)
+
+
+def _clear_unfinished(folder: Path) -> None:
+    """Make room to run a step again: a step folder holding only what a command writes before it measures
+    anything is removed; anything more is kept, renamed aside (nothing written is lost)."""
+    import shutil
+
+    if not folder.exists():
+        return
+    if {p.name for p in folder.iterdir()} <= {"recipe.toml", "env.json", "summary.json", "summary.json.tmp"}:
+        shutil.rmtree(folder)
+    else:
+        folder.rename(folder.with_name(f"{folder.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+
+
+def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, device: str, jobs: int,
+           say: Callable[[str], None] | None, quiet: bool, spent: float = 0.0) -> RunResult:
+    """The steps in order; a step in `done` (steps.csv rows of an earlier try) is kept, not run again."""
+    from . import search as S
+    from .lr_find import lr_find
+    from .report import build_report
+    from .runs import read_json
+    from .sanity import run_sanity
+
+    say = say or (lambda message: None)
+    t0 = time.perf_counter() - spent
+    budget_minutes, force = summary.get("budget_minutes"), summary.get("force", False)
+    budget_s = None if budget_minutes is None else budget_minutes * 60
     result = RunResult(run_dir, summary)
+    kept = {row["step"]: row for row in done}
 
     with CsvLog(run_dir / "steps.csv", ["step", "status", "result", "seconds", "folder"]) as log:
         def record(step: str, status: str, text: str, seconds: float, folder: str | Path | None) -> None:
@@ -150,6 +218,15 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             log.write(row)
             summary["steps"][step] = row
             write_json(run_dir / "summary.json", summary)  # up to date after every step
+
+        def keep(step: str) -> dict | None:
+            """An earlier try's finished step, written back to steps.csv as it was."""
+            row = kept.get(step)
+            if row is not None:
+                say(f"{step}: kept from the earlier try ({row['status']})")
+                record(step, row["status"], row["result"], row["seconds"], run_dir / row["folder"] if row["folder"]
+                       else None)
+            return row
 
         def finish(status: str, reason: str) -> RunResult:
             """Record the outcome, then the report (which reads the summary), then the final times."""
@@ -172,72 +249,89 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
         current = ["sanity", run_dir / FOLDERS["sanity"], time.perf_counter()]  # step, folder, started
         try:
             # 1. sanity
-            say("step 1/4 sanity: initial loss, gradient check, layer health, overfit a small sample")
-            s = run_sanity(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["sanity"], progress=say)
-            result.sanity = s
-            failed = s.status == "fail"
-            record("sanity", s.status, s.verdict, s.seconds, s.run_dir)
-            summary["sanity"] = {"status": s.status, "checks": {c.check: c.status for c in s.checks}}
-            if failed and not force:
-                return finish("stopped", f"sanity failed: {s.verdict} (fix it, or run with --force to go on)")
+            row = keep("sanity")
+            if row is not None:
+                failed = row["status"] == "fail"
+            else:
+                _clear_unfinished(run_dir / FOLDERS["sanity"])
+                say("step 1/4 sanity: initial loss, gradient check, layer health, overfit a small sample")
+                s = run_sanity(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["sanity"], progress=say)
+                result.sanity = s
+                failed = s.status == "fail"
+                record("sanity", s.status, s.verdict, s.seconds, s.run_dir)
+                summary["sanity"] = {"status": s.status, "checks": {c.check: c.status for c in s.checks}}
+                if failed and not force:
+                    return finish("stopped", f"sanity failed: {s.verdict} (fix it, or run with --force to go on)")
 
             # 2. lr-find
             current[:] = ["lr-find", run_dir / FOLDERS["lr-find"], time.perf_counter()]
-            say("step 2/4 lr-find: probe LRs from one init, refine by halving, range test")
-            lr = lr_find(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["lr-find"], data=data, log=say)
-            result.lr_find = lr
-            low, high = lr.search_range
-            record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
-                   f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
-            summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr, "search_range": [low, high]}
-            if lr.status != "ok":  # every probe flat or diverged: the range is a guess, say so and go on
-                warning = f"lr-find: {lr.status}: {lr.evidence}; the search uses its range {low:.3g} .. {high:.3g} anyway"
-                summary["warnings"].append(warning)
-                say(f"warning: {warning}")
+            lr_dir = run_dir / FOLDERS["lr-find"]
+            if keep("lr-find") is not None:
+                lr_summary = read_json(lr_dir / "summary.json")
+            else:
+                _clear_unfinished(lr_dir)
+                say("step 2/4 lr-find: probe LRs from one init, refine by halving, range test")
+                lr = lr_find(recipe, device=device, runs_dir=run_dir, folder=FOLDERS["lr-find"], data=data, log=say)
+                result.lr_find, lr_summary = lr, lr.summary
+                low, high = lr.search_range
+                record("lr-find", lr.status, f"recommended lr {lr.recommended_lr:.3g}, search range {low:.3g} .. "
+                       f"{high:.3g}", lr.summary["seconds"], lr.run_dir)
+                summary["lr_find"] = {"status": lr.status, "recommended_lr": lr.recommended_lr,
+                                      "search_range": [low, high]}
+                if lr.status != "ok":  # every probe flat or diverged: the range is a guess, say so and go on
+                    warning = (f"lr-find: {lr.status}: {lr.evidence}; the search uses its range {low:.3g} .. "
+                               f"{high:.3g} anyway")
+                    summary["warnings"].append(warning)
+                    say(f"warning: {warning}")
 
             # 3. search, sized to the budget
             current[:] = ["search", run_dir / FOLDERS["search"], time.perf_counter()]
-            left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S
-            plan = plan_search(recipe, left, epoch_seconds_from(lr.summary, len(data.x_train), recipe["data.batch_size"])
-                               if left is not None else None)
-            summary["plan"] = plan.to_dict()
-            searched = recipe.with_values({"search.trials": plan.trials, "search.coarse_epochs": plan.coarse_epochs,
-                                           "search.fine_trials": plan.fine_trials, "search.fine_epochs": plan.fine_epochs})
-            say(f"step 3/4 search: {plan.trials} coarse trials x {plan.coarse_epochs} epochs, then {plan.fine_trials} "
-                f"fine x up to {plan.fine_epochs} epochs, LR from lr-find's range ({plan.note})")
-            del data  # the search loads its own copy per worker
-            sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
-                          from_lr_find=lr.run_dir, quiet=quiet, budget_s=left)
-            result.search = sr
-            ss = sr.summary
-            if ss["status"] == "completed":
-                params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in ss["best_params"].items())
-                tested = f"test acc {ss['test_acc']:.4f}" if "test_acc" in ss else f"test loss {ss['test_loss']:.4g}"
-                text = f"trial {ss['selected_trial']} ({ss['selected_stage']}): {params}; {tested}"
+            search_dir = run_dir / FOLDERS["search"]
+            if keep("search") is not None:
+                ss = read_json(search_dir / "summary.json")
             else:
-                text = ss["reason"]
-            record("search", ss["status"], text, ss["seconds"], sr.run_dir)
+                if (search_dir / "search.json").is_file():  # trials ran: continue them (finished ones are kept)
+                    say(f"step 3/4 search: continuing {search_dir.name} (its finished trials are kept)")
+                    sr = S.resume(search_dir, device=device, jobs=jobs, quiet=quiet)
+                else:
+                    _clear_unfinished(search_dir)
+                    left = None if budget_s is None else budget_s - (time.perf_counter() - t0) - REPORT_RESERVE_S
+                    plan = plan_search(recipe, left, epoch_seconds_from(lr_summary, len(data.x_train),
+                                                                        recipe["data.batch_size"])
+                                       if left is not None else None)
+                    summary["plan"] = plan.to_dict()
+                    searched = recipe.with_values({"search.trials": plan.trials,
+                                                   "search.coarse_epochs": plan.coarse_epochs,
+                                                   "search.fine_trials": plan.fine_trials,
+                                                   "search.fine_epochs": plan.fine_epochs})
+                    say(f"step 3/4 search: {plan.trials} coarse trials x {plan.coarse_epochs} epochs, then "
+                        f"{plan.fine_trials} fine x up to {plan.fine_epochs} epochs, LR from lr-find's range "
+                        f"({plan.note})")
+                    del data  # the search loads its own copy per worker
+                    sr = S.search(searched, device=device, runs_dir=run_dir, folder=FOLDERS["search"], jobs=jobs,
+                                  from_lr_find=lr_dir, quiet=quiet, budget_s=left)
+                result.search = sr
+                ss = sr.summary
+                record("search", ss["status"], _search_text(ss), ss["seconds"], search_dir)
             summary["search"] = {k: ss.get(k) for k in ("status", "selected_trial", "selected_stage", "best_params",
                                                          "best_epoch", "best_val_loss", "best_val_acc", "test_loss",
                                                          "test_acc", "trials", "warnings")}
             summary.update({k: ss[k] for k in ("best_epoch", "best_val_loss", "best_val_acc", "test_acc", "test_loss")
-                        if k in ss})
-            if (sr.run_dir / "model.pt").is_file():
-                summary["model"] = str((sr.run_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
+                            if k in ss})
+            if (search_dir / "model.pt").is_file():
+                summary["model"] = str((search_dir / "model.pt").relative_to(run_dir))  # the selected snapshot
 
             # 4. report (in finish)
             if ss["status"] != "completed":
                 return finish("failed", f"search: {ss['reason']}")
             note = "" if not failed else " (sanity failed; went on because of --force)"
-            return finish("completed", f"selected {text}{note}")
+            return finish("completed", f"selected {_search_text(ss)}{note}")
         except KeyboardInterrupt as e:  # keep what the finished steps wrote, and say how to go on
             step, folder, started = current
-            how = (str(e).removeprefix("interrupted (Ctrl-C) ")  # the search says how to resume it
-                   if isinstance(e, Interrupted) and step == "search" else "")
-            reason = f"interrupted (Ctrl-C) during {step}" + (f" {how}" if how else "; the finished steps are kept")
-            if step == "search" and "--resume" in how:
-                reason += f"; then dlrecipe report {run_dir}"
+            found = re.search(r"with \d+ of \d+ trials finished", str(e)) if step == "search" else None
+            reason = (f"interrupted (Ctrl-C) during {step}" + (f" {found.group(0)}" if found else "")
+                      + f"; the finished steps{' and trials' if found else ''} are kept: continue with "
+                        f"dlrecipe run --resume {run_dir}")
             record(step, "interrupted", reason, time.perf_counter() - started,
                    folder if folder.exists() and folder != run_dir else None)
             summary.update(status="interrupted", reason=reason, seconds=time.perf_counter() - t0,
@@ -245,3 +339,11 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
             write_json(run_dir / "summary.json", summary)
             raise Interrupted(reason) from None
 
+
+def _search_text(ss: dict) -> str:
+    """The search step's one-line result: the selected trial, its parameters and test metric (or the reason)."""
+    if ss["status"] != "completed":
+        return ss["reason"]
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in ss["best_params"].items())
+    tested = f"test acc {ss['test_acc']:.4f}" if "test_acc" in ss else f"test loss {ss['test_loss']:.4g}"
+    return f"trial {ss['selected_trial']} ({ss['selected_stage']}): {params}; {tested}"

@@ -189,7 +189,7 @@ def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp
     assert warning.startswith("lr-find: all_flat") and "uses its range" in warning
 
 
-def test_ctrl_c_during_lr_find_marks_that_step_and_keeps_sanity(tmp_path, monkeypatch):
+def test_ctrl_c_during_lr_find_then_run_resume_keeps_sanity_and_runs_the_rest(tmp_path, monkeypatch):
     from dlrecipe import lr_find as L
     from dlrecipe.errors import Interrupted
 
@@ -197,20 +197,33 @@ def test_ctrl_c_during_lr_find_marks_that_step_and_keeps_sanity(tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(L, "probe", ctrl_c)
-    with pytest.raises(Interrupted, match="during lr-find; the finished steps are kept"):
+    with pytest.raises(Interrupted, match="during lr-find; the finished steps are kept: continue with dlrecipe "
+                                          "run --resume"):
         run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
     (run,) = tmp_path.iterdir()
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    assert json.loads((run / FOLDERS["sanity"] / "summary.json").read_text())["status"] in ("pass", "warn")
+    sanity_summary = (run / FOLDERS["sanity"] / "summary.json").read_text()
+    assert json.loads(sanity_summary)["status"] in ("pass", "warn")
     assert json.loads((run / FOLDERS["lr-find"] / "summary.json").read_text())["status"] == "interrupted"
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
     assert list(steps.step) == ["sanity", "lr-find"] and list(steps.status) == [steps.status[0], "interrupted"]
 
+    monkeypatch.undo()  # what the message says to do next works
+    res = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (run / FOLDERS["sanity"] / "summary.json").read_text() == sanity_summary  # kept, not run again
+    assert json.loads((run / FOLDERS["lr-find"] / "summary.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == sorted(FOLDERS.values())  # the stub removed
+    steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
+    assert list(steps.step) == ["sanity", "lr-find", "search", "report"] and "interrupted" not in set(steps.status)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and [r["status"] for r in summary["resumed"]] == ["interrupted"]
+    assert 0 < summary["test_acc"] <= 1 and (run / "report.html").stat().st_size > 0
 
-def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_on(tmp_path, monkeypatch):
+
+def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_path, monkeypatch):
     from dlrecipe.errors import Interrupted
-    from dlrecipe.report import build_report
-    from dlrecipe.search import resume
+    from dlrecipe.pipeline import resume_run
 
     ctrl_c_in_training(monkeypatch, 2)  # while the second trial trains
     with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):
@@ -218,13 +231,45 @@ def test_ctrl_c_during_the_search_marks_the_run_interrupted_and_says_how_to_go_o
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     search_dir = run / FOLDERS["search"]
-    assert summary["status"] == "interrupted"
-    assert f"--resume {search_dir}" in summary["reason"] and f"dlrecipe report {run}" in summary["reason"]
+    assert summary["status"] == "interrupted" and f"dlrecipe run --resume {run}" in summary["reason"]
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
     assert list(steps.step) == ["sanity", "lr-find", "search"] and list(steps.status)[2] == "interrupted"
     assert steps.folder.iloc[2] == FOLDERS["search"]
+    before = pd.read_csv(search_dir / "trials.csv")
+    first = before[before.state == "complete"]
+    assert len(first) == 1
+    lr_summary = (run / FOLDERS["lr-find"] / "summary.json").read_text()
 
     monkeypatch.undo()  # what the message says to do next works
-    assert resume(search_dir).summary["status"] == "completed"
-    report = build_report(run)
-    assert (run / "report.html").stat().st_size > 0 and report.curves
+    result = resume_run(run, device="cpu")
+    assert result.summary["status"] == "completed" and result.exit_code == 0
+    assert (run / FOLDERS["lr-find"] / "summary.json").read_text() == lr_summary  # kept, not run again
+    after = pd.read_csv(search_dir / "trials.csv").set_index("number")
+    assert after.loc[first.number.iloc[0], "seconds"] == pytest.approx(first.seconds.iloc[0])  # kept, not rerun
+    assert (after.state == "complete").sum() == 5  # all 4 coarse + 1 fine slots
+    steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
+    assert list(steps.step) == ["sanity", "lr-find", "search", "report"]
+    assert steps.status.iloc[2] == "completed" and result.report.curves
+    assert (run / "report.html").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run"], "run needs a RECIPE file, or --resume RUN"),
+    (["run", "--resume", "x", "--budget", "1"], "--resume continues the run with its own recipe, budget"),
+])
+def test_run_needs_a_recipe_or_resume_alone(args, message):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("state, message", [("completed", "this run is completed already, nothing to resume"),
+                                            (None, "not a dlrecipe run folder")])
+def test_run_resume_refuses_a_finished_run_or_another_folder(tmp_path, state, message):
+    run = tmp_path / "r"
+    run.mkdir()
+    if state:
+        (run / "steps.csv").write_text("step,status,result,seconds,folder\n")
+        (run / "recipe.toml").write_text('name = "t"\n')
+        (run / "summary.json").write_text(json.dumps({"command": "run", "status": state}))
+    res = runner.invoke(app, ["run", "--resume", str(run)])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
