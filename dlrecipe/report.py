@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,15 +109,45 @@ def sparkline(values: list[float] | np.ndarray, width: int = 60) -> str:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    def cell(x):
-        return f"{x:.4g}" if isinstance(x, float) else str(x)
+    def cell(x):  # a | inside a value would end the cell
+        return f"{x:.4g}" if isinstance(x, float) else str(x).replace("|", "\\|").replace("\n", " ")
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
     return head + "".join("| " + " | ".join(cell(x) for x in row) + " |\n" for row in df.itertuples(index=False))
 
 
+IN_CSV = {"checks": "sanity.csv", "probes": "probes.csv", "range_test": "range_test.csv", "steps": "steps.csv"}
+
+
 def _summary_table(summary: dict) -> pd.DataFrame:
-    flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in summary.items()}
-    return pd.DataFrame({"key": list(flat), "value": list(flat.values())})
+    """A summary.json as key/value rows a reader can scan: nested tables become dotted keys (trials.complete,
+    plan.fine_epochs), lists of numbers a comma list; the per-row lists that a step's CSV already holds (sanity's
+    checks, lr-find's probes, ...) point to that table instead of repeating it as JSON."""
+    rows: dict = {}
+
+    def short(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    def add(key: str, value) -> None:
+        nested = isinstance(value, (dict, list)) and any(isinstance(v, (dict, list)) for v in
+                                                         (value.values() if isinstance(value, dict) else value))
+        if key in IN_CSV and nested:
+            rows[key] = f"{len(value)} row{'s' if len(value) != 1 else ''}: see {IN_CSV[key]}"
+        elif isinstance(value, dict) and value:
+            for k, v in value.items():
+                add(f"{key}.{k}", v)
+        elif isinstance(value, list) and nested:
+            rows[key] = "; ".join(", ".join(f"{k}={short(x)}" for k, x in v.items()) if isinstance(v, dict)
+                                  else json.dumps(v, default=str) for v in value)
+        elif isinstance(value, list):
+            rows[key] = ", ".join(short(v) for v in value) or "none"
+        elif value == {}:
+            rows[key] = "none"
+        else:
+            rows[key] = value
+
+    for k, v in summary.items():
+        add(k, v)
+    return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
 
 
 def _mixed_train(run_dir: Path, metrics_path: Path) -> bool:
@@ -277,7 +308,7 @@ def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:
     in_table = False
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            cells = [html.escape(c.strip().replace("\\|", "|")) for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             if set("".join(cells)) <= {"-"}:
                 continue
             if not in_table:

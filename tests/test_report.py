@@ -118,6 +118,23 @@ def test_report_of_a_sanity_folder_without_curves_still_has_its_tables_and_figur
         build_report(tmp_path / "empty")
 
 
+def test_summaries_read_as_key_value_rows_not_json(tmp_path):
+    """Nested tables become dotted keys, number lists a comma list, per-check rows point to the CSV that holds
+    them; a | inside a value stays inside its cell in the HTML."""
+    summary = {"command": "sanity", "status": "pass", "checks": [{"check": "init_loss", "details": {"loss": 2.3}}],
+               "rules": {"probes": 0.01, "steepest": 0.0148496}, "search_range": [0.001, 0.03],
+               "per_seed": [{"seed": 0, "lr": 0.0123456}], "warnings": [], "reason": "a | b"}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    for row in ["| checks | 1 row: see sanity.csv |", "| rules.probes | 0.01 |", "| rules.steepest | 0.01485 |",
+                "| search_range | 0.001, 0.03 |", "| per_seed | seed=0, lr=0.01235 |", "| warnings | none |",
+                "| reason | a \\| b |"]:
+        assert row in md
+    assert "{" not in md.split("## Summary")[1]
+    assert "<tr><td>reason</td><td>a | b</td></tr>" in (tmp_path / "report.html").read_text()
+
+
 def test_a_folder_of_runs_is_refused_before_anything_is_written(tmp_path):
     for name in ("20261202-100000-a-train", "20261202-100001-b-train"):
         (tmp_path / name).mkdir()
