@@ -41,12 +41,14 @@ def _best_epoch(m: pd.DataFrame) -> int:
     return int(m.loc[m["val_loss"].idxmin(), "epoch"])
 
 
-def diagnose(metrics: pd.DataFrame, mixed_train: bool = False) -> list[Finding]:
+def diagnose(metrics: pd.DataFrame, mixed_train: bool = False, bn_momentum: float | None = None) -> list[Finding]:
     """Findings for one run's per-epoch metrics; an empty list means the curves look healthy.
 
     mixed_train: the training metrics come from mixup batches (blended inputs and labels). Their loss and accuracy
     measure the fit to the blends, which bounces with each batch's mixing weight and never reaches a clean fit:
     the rules that read training curves (bouncing, underfitting, the train-validation gap) are skipped.
+    bn_momentum: the model has batch norm with this running-average rate; noisy validation then names it as a
+    likely cause (validation runs in evaluation mode, on running averages that lag fast-changing weights).
     """
     m = metrics.reset_index(drop=True)
     if m.empty:
@@ -108,9 +110,13 @@ def diagnose(metrics: pd.DataFrame, mixed_train: bool = False) -> list[Finding]:
     start = max(1, int(n * NOISY_SKIP))
     noise = float(np.std(((vl - trend) / np.maximum(np.abs(trend), 1e-12))[start:]))
     if noise > NOISY_VAL and not any(f.code in ("lr_too_high",) for f in findings):
+        advice = "noisy validation: a larger validation split, a lower LR or a larger batch"
+        if bn_momentum is not None:
+            advice += (f"; with batch norm, validation uses running averages that follow the weights over about "
+                       f"{1 / bn_momentum:.0f} updates (model.bn_momentum = {bn_momentum:g}) and lag when the "
+                       f"weights move fast: a lower LR, or a larger model.bn_momentum (torch's default 0.1)")
         findings.append(Finding("noisy_val", f"validation loss scatters by {noise:.0%} around its {NOISY_WINDOW}-epoch "
-                                f"moving average", "noisy validation: a larger validation split, a lower LR or a "
-                                "larger batch"))
+                                f"moving average", advice))
     return findings
 
 

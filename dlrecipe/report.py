@@ -150,8 +150,8 @@ def _summary_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
 
 
-def _mixed_train(run_dir: Path, metrics_path: Path) -> bool:
-    """Did this curve train on mixup batches? The nearest recipe.toml at or above it (within run_dir) says."""
+def _recipe_near(run_dir: Path, metrics_path: Path) -> dict:
+    """The nearest recipe.toml at or above a curve (within run_dir), parsed; {} when none can be read."""
     import tomllib
 
     folder = metrics_path.parent
@@ -159,12 +159,22 @@ def _mixed_train(run_dir: Path, metrics_path: Path) -> bool:
         recipe = folder / "recipe.toml"
         if recipe.is_file():
             try:
-                return "mixup" in tomllib.loads(recipe.read_text()).get("data", {}).get("augment", [])
+                return tomllib.loads(recipe.read_text())
             except (tomllib.TOMLDecodeError, OSError):
-                return False
+                return {}
         if folder == run_dir or folder == folder.parent:
-            return False
+            return {}
         folder = folder.parent
+
+
+def _diagnose_curve(run_dir: Path, metrics_path: Path, metrics: pd.DataFrame) -> list[Finding]:
+    """diagnose() told what the curve's recipe says: mixup training batches, batch norm's running-average rate."""
+    from .recipe import SCHEMA
+
+    recipe = _recipe_near(run_dir, metrics_path)
+    model = recipe.get("model", {})
+    bn = model.get("bn_momentum", SCHEMA["model.bn_momentum"].default) if model.get("norm") == "batch" else None
+    return diagnose(metrics, mixed_train="mixup" in recipe.get("data", {}).get("augment", []), bn_momentum=bn)
 
 
 def _for_a_trial(finding: Finding) -> Finding:
@@ -233,14 +243,14 @@ def build_report(run_dir: str | Path) -> Report:
     curves = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in main_files]
     trials = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in trial_files]
     for c in curves:
-        c.findings = diagnose(c.metrics, _mixed_train(run_dir, c.path))
+        c.findings = _diagnose_curve(run_dir, c.path, c.metrics)
     if trials and not curves:  # a search (or a run's search step): diagnose the selected trial
         selected = _selected_trials(run_dir)
         picked = [c for c in trials if c.path.parent in selected]
         if not picked:  # no selection recorded (killed, failed): the trial with the lowest validation loss
             picked = [min(trials, key=lambda c: c.metrics["val_loss"].min() if len(c.metrics) else np.inf)]
         for c in picked:
-            c.findings = [_for_a_trial(f) for f in diagnose(c.metrics, _mixed_train(run_dir, c.path))]
+            c.findings = [_for_a_trial(f) for f in _diagnose_curve(run_dir, c.path, c.metrics)]
             c.label += " (selected)" if c.path.parent in selected else " (best val_loss)"
         curves = picked
 

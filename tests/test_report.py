@@ -223,6 +223,21 @@ def test_noisy_validation_is_scatter_around_the_trend_not_the_trend():
     assert found and "around its 5-epoch moving average" in found[0].message
 
 
+def test_noisy_validation_of_a_batch_norm_model_names_its_running_average_rate(tmp_path):
+    fast = np.exp(-E / 3) + 0.1
+    jumpy = curves(fast, (fast + 0.02) * (1 + 0.3 * np.tile([1, -1], 15)), np.full(30, 0.97), np.full(30, 0.95))
+    (plain,) = [f for f in diagnose(jumpy) if f.code == "noisy_val"]
+    (bn,) = [f for f in diagnose(jumpy, bn_momentum=0.01) if f.code == "noisy_val"]
+    assert "batch norm" not in plain.advice
+    assert "over about 100 updates (model.bn_momentum = 0.01)" in bn.advice  # 1 / 0.01
+    jumpy.to_csv(tmp_path / "metrics.csv", index=False)  # the report reads the rate from the run's recipe.toml
+    (tmp_path / "summary.json").write_text('{"command": "train", "status": "completed"}')
+    for norm, named in (("batch", True), ("none", False)):
+        (tmp_path / "recipe.toml").write_text(f'name = "t"\n[model]\nnorm = "{norm}"\nbn_momentum = 0.05\n')
+        (finding,) = [f for c in build_report(tmp_path).curves for f in c.findings if f.code == "noisy_val"]
+        assert ("over about 20 updates (model.bn_momentum = 0.05)" in finding.advice) == named
+
+
 def test_a_steep_first_epoch_is_not_noise():
     smooth = np.r_[20.0, 4.0, 1.2, np.exp(-np.arange(27) / 10) * 0.5 + 0.1]  # batch-norm-like start, then smooth
     assert "noisy_val" not in codes(curves(smooth * 0.5, smooth, np.full(30, 0.97), np.full(30, 0.95)))
