@@ -253,6 +253,51 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     assert (run / "report.html").stat().st_size > 0
 
 
+def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_path):
+    """SIGKILL leaves the parent summary at status running and a trial running: --resume keeps sanity, lr-find and
+    the finished trials, reruns the trial left running, and completes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_search import FINISHED, ONE_THREAD, slot_counts, write_recipe
+
+    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "dlrecipe", "run", str(recipe), "--runs-dir", str(runs), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
+    deadline, before = time.monotonic() + 180, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        csv = list(runs.glob(f"*-s-run/{FOLDERS['search']}/trials.csv"))
+        if csv:
+            rows = pd.read_csv(csv[0])
+            if (rows.state == "complete").sum() >= 2:
+                before = rows[rows.state == "complete"]
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = next(runs.glob("*-s-run"))
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+    lr_summary = (run / FOLDERS["lr-find"] / "summary.json").read_text()
+
+    res = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and [r["status"] for r in summary["resumed"]] == ["running"]
+    assert (run / FOLDERS["lr-find"] / "summary.json").read_text() == lr_summary
+    after = pd.read_csv(run / FOLDERS["search"] / "trials.csv")
+    kept = after.set_index("number").loc[before.number]
+    assert (kept.state == "complete").all() and kept.seconds.tolist() == pytest.approx(before.seconds.tolist())
+    counts = slot_counts(after)
+    assert (counts == 1).all() and len(counts) == 10 and after.state.isin(FINISHED).all()
+    steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
+    assert list(steps.step) == ["sanity", "lr-find", "search", "report"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["run"], "run needs a RECIPE file, or --resume RUN"),
     (["run", "--resume", "x", "--budget", "1"], "--resume continues the run with its own recipe, budget"),
