@@ -77,3 +77,30 @@ def recipe_overrides(path: Path, csv_path: Path) -> list[str]:
     if path.stem == "csv_table":
         return [f"data.source={str(csv_path)!r}", "data.target='label'"]
     return []
+
+
+def sigkill_after_trials(command: list[str], runs: Path, trials_csv: str, complete: int,
+                         timeout: float = 180) -> pd.DataFrame:
+    """Start `python -m dlrecipe COMMAND` (one torch thread), SIGKILL it once the trials.csv matched by the glob
+    `trials_csv` under runs has `complete` complete rows, and return those rows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "dlrecipe", *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline, before = time.monotonic() + timeout, None
+    while time.monotonic() < deadline and proc.poll() is None and before is None:
+        found = list(runs.glob(trials_csv))
+        rows = pd.read_csv(found[0]) if found else None
+        if rows is not None and (rows.state == "complete").sum() >= complete:
+            before = rows[rows.state == "complete"]
+        else:
+            time.sleep(0.05)  # polling the subprocess's progress, not waiting for a fixed time
+    assert proc.poll() is None, f"it ended before it could be killed: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return before
+

@@ -23,7 +23,7 @@ from dlrecipe.pipeline import (
     run_recipe,
 )
 
-from .conftest import ROOT, ctrl_c_in_training, small_recipe
+from .conftest import ROOT, ctrl_c_in_training, sigkill_after_trials, small_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -256,30 +256,12 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
 def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_path):
     """SIGKILL leaves the parent summary at status running and a trial running: --resume keeps sanity, lr-find and
     the finished trials, reruns the trial left running, and completes the run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .test_search import FINISHED, ONE_THREAD, slot_counts, write_recipe
+    from .test_search import FINISHED, slot_counts, write_recipe
 
     recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "dlrecipe", "run", str(recipe), "--runs-dir", str(runs), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
-    deadline, before = time.monotonic() + 180, None
-    while time.monotonic() < deadline and proc.poll() is None:
-        csv = list(runs.glob(f"*-s-run/{FOLDERS['search']}/trials.csv"))
-        if csv:
-            rows = pd.read_csv(csv[0])
-            if (rows.state == "complete").sum() >= 2:
-                before = rows[rows.state == "complete"]
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    before = sigkill_after_trials(["run", str(recipe), "--runs-dir", str(runs), "-q"], runs,
+                                  f"*-s-run/{FOLDERS['search']}/trials.csv", complete=2)
     run = next(runs.glob("*-s-run"))
     assert json.loads((run / "summary.json").read_text())["status"] == "running"
     lr_summary = (run / FOLDERS["lr-find"] / "summary.json").read_text()

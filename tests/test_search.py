@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from dlrecipe.cli import app
 from dlrecipe.errors import RecipeError, UserError
 from dlrecipe.search import Dist, edge_warnings, narrow, open_storage, parse_space, read_lr_find
 
-from .conftest import ROOT, ctrl_c_in_training, small_recipe
+from .conftest import ROOT, ctrl_c_in_training, sigkill_after_trials, small_recipe
 
 runner = CliRunner()
 FINISHED = {"complete", "pruned", "diverged", "failed"}
@@ -228,20 +227,8 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     """SIGKILL a search after some trials; --resume keeps them, reruns the one left running, completes the count."""
     recipe = write_recipe(tmp_path / "r.toml", trials=10, fine=2, epochs=2, batch_size=16, source="digits")
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "dlrecipe", "search", str(recipe), "--runs-dir", str(runs), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
-    deadline, before = time.monotonic() + 120, None
-    while time.monotonic() < deadline and proc.poll() is None:
-        csv = list(runs.glob("*-s-search/trials.csv"))
-        if csv:
-            rows = pd.read_csv(csv[0])
-            if (rows.state == "complete").sum() >= 3:
-                before = rows[rows.state == "complete"]
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()!r}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    before = sigkill_after_trials(["search", str(recipe), "--runs-dir", str(runs), "-q"], runs,
+                                  "*-s-search/trials.csv", complete=3, timeout=120)
     run = next(runs.glob("*-s-search"))
     assert not (run / "summary.json").exists()
 
