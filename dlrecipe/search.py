@@ -784,7 +784,10 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
         raise UserError(f"--study {study!r} already exists in {_redact(storage)}: choose another name, join it "
                         f"with --worker, or continue its run folder with --resume RUN")
     run_dir = start_run(recipe, runs_dir, "search", device, folder)
-    settings = {"storage": storage or str(run_dir / "study.journal"), "study": study or run_dir.name,
+    where = storage or str(run_dir / "study.journal")
+    if "://" not in where:  # a journal file: absolute, so a resume from another working folder finds it
+        where = str(Path(where).resolve())
+    settings = {"storage": where, "study": study or run_dir.name,
                 "seeds": seeds, "ensemble": ensemble, "lr_find": lr_find, "budget_s": budget_s}
     meta = {"recipe": recipe.user_values(), "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
             "space": {k: d.describe() for k, d in space.items()}, "prune": prune,
@@ -811,10 +814,17 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
     from optuna.trial import TrialState
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {str(run_dir)!r}: no such folder")
     if not (run_dir / "search.json").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe search run folder (no search.json)")
+    status = read_json(run_dir / "summary.json").get("status") if (run_dir / "summary.json").is_file() else None
+    if status not in (None, "interrupted"):  # None: killed before it could write its summary
+        raise UserError(f"--resume {str(run_dir)!r}: this search is {status} already, nothing to resume "
+                        f"(dlrecipe report {run_dir} reads it again)")
     check_options(jobs, "none", 1, 1)
     saved = read_json(run_dir / "search.json")
+    saved["storage"] = _saved_storage(run_dir, saved["storage"])
     r, differ = _study_recipe(saved, recipe)
     if differ:
         err.print(f"note: --resume uses the search's own recipe; ignoring what differs in this one: "
@@ -832,6 +842,21 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
         if (mine and (pid is None or not _pid_alive(pid))) or (not mine and not _has_heartbeat(st)):
             _fail_and_requeue(study, st, study_id, t, "left running when the search was stopped; queued again")
     return _lead(run_dir, r, _space_from(saved["space"]), st, saved, saved["prune"], device, jobs, quiet)
+
+
+def _saved_storage(run_dir: Path, storage: str) -> str:
+    """search.json's storage as this process can open it. A journal file is looked for in the run folder first
+    (search.json may name it relative to the folder the search was started from, or the run folder may have been
+    moved); a database URL is used as it is. A missing journal is an error, not a new empty study."""
+    if "://" in storage:
+        return storage
+    here = run_dir / Path(storage).name
+    if here.is_file():
+        return str(here)
+    if Path(storage).is_file():  # a journal kept outside the run folder (--storage FILE)
+        return storage
+    raise UserError(f"--resume {str(run_dir)!r}: the study journal {storage!r} is missing (not in the run folder "
+                    f"either): nothing to resume from")
 
 
 def join(recipe: Recipe | None, *, storage: str, study: str, device: str = "auto", runs_dir: str | Path = "runs",

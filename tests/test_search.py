@@ -291,20 +291,27 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
     ctrl_c_in_training(monkeypatch, 3)  # while the third trial trains
     recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
                              "search.fine_epochs": 2})
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(Interrupted, match="2 of 6 trials finished"):
-        search(recipe, runs_dir=tmp_path)
-    (run,) = tmp_path.iterdir()
+        search(recipe, runs_dir="runs")  # a relative runs folder: the resume below runs from another folder
+    (run,) = (tmp_path / "runs").iterdir()
     s = json.loads((run / "summary.json").read_text())
-    assert s["status"] == "interrupted" and f"dlrecipe search --resume {run}" in s["reason"]
+    assert s["status"] == "interrupted" and f"dlrecipe search --resume {run.relative_to(tmp_path)}" in s["reason"]
     before = pd.read_csv(run / "trials.csv")
     assert (before.state == "complete").sum() == 2 and "interrupted (Ctrl-C)" in " ".join(before.reason.fillna(""))
 
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     result = resume(run)  # in the same process: the cut trial was queued again, not left running
     after = pd.DataFrame(result.trials)
     assert result.summary["status"] == "completed" and len(slot_counts(after)) == 6
     assert (slot_counts(after) == 1).all()
     kept = after.set_index("number").loc[before[before.state == "complete"].number]
     assert kept.best_val_loss.tolist() == pytest.approx(before[before.state == "complete"].best_val_loss.tolist())
+    assert kept.seconds.tolist() == pytest.approx(before[before.state == "complete"].seconds.tolist())  # not rerun
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # no stray journal where the resume ran
+    with pytest.raises(UserError, match="this search is completed already, nothing to resume"):
+        resume(run)
 
 
 def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkeypatch):
