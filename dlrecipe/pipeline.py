@@ -137,6 +137,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
     summary = {"name": recipe.name, "command": "run", "status": "running", "reason": "", "budget_minutes":
                budget_minutes, "force": force, "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
                "steps": {}, "warnings": []}
+    write_json(run_dir / "summary.json", summary)  # a run killed in its first step is still a run --resume knows
     return _chain(recipe, run_dir, summary, [], data=data, device=device, jobs=jobs, say=say, quiet=quiet)
 
 
@@ -156,11 +157,12 @@ def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int = 1, say:
     from .runs import read_json
 
     run_dir = Path(run_dir)
-    if not ((run_dir / "steps.csv").is_file() and (run_dir / "recipe.toml").is_file()):
-        raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (no steps.csv and recipe.toml)")
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {str(run_dir)!r}: no such folder")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    if summary.get("command") != "run":
-        raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (its summary.json is not a run's)")
+    if summary.get("command") != "run" or not (run_dir / "recipe.toml").is_file():
+        raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (no summary.json of a run and "
+                        f"recipe.toml)")
     if summary.get("status") not in RESUMABLE:
         raise UserError(f"--resume {str(run_dir)!r}: this run is {summary.get('status')} already, nothing to resume "
                         f"(dlrecipe report {run_dir} reads it again)")
@@ -173,12 +175,15 @@ def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int = 1, say:
     # summary.json (written atomically after every step) rather than steps.csv, which is rewritten from it below
     rows = (summary.get("steps") or {}).values()
     done = [row for row in rows if row["status"] != "interrupted" and row["step"] != "report"]
-    summary.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "status": summary["status"],
+    killed = summary["status"] == "running"  # killed: no end was written, so no seconds either
+    spent = sum(row["seconds"] for row in done) if killed else summary.get("seconds") or 0.0
+    summary.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "after": "killed" if killed else summary["status"],
                                               "reason": summary.get("reason", "")})
     summary.update(status="running", reason="", steps={})
     summary.setdefault("warnings", [])
     return _chain(recipe, run_dir, summary, done, data=data, device=device, jobs=jobs, say=say, quiet=quiet,
-                  spent=summary.get("seconds") or 0.0)
+                  spent=spent)
 
 
 def _clear_unfinished(folder: Path) -> None:
@@ -334,6 +339,13 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
                         f"dlrecipe run --resume {run_dir}")
             record(step, "interrupted", reason, time.perf_counter() - started,
                    folder if folder.exists() and folder != run_dir else None)
+            inner = folder / "summary.json"
+            if folder != run_dir and inner.is_file():  # the step's own summary points to the parent's resume
+                step_summary = read_json(inner)
+                if step_summary.get("status") == "interrupted":
+                    write_json(inner, {**step_summary, "reason": f"interrupted (Ctrl-C) as a step of "
+                                                                 f"{run_dir.name}: continue with dlrecipe run "
+                                                                 f"--resume {run_dir}"})
             summary.update(status="interrupted", reason=reason, seconds=time.perf_counter() - t0,
                            finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             write_json(run_dir / "summary.json", summary)

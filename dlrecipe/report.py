@@ -14,7 +14,7 @@ import pandas as pd
 
 from .diagnose import Finding, diagnose, moving_average
 from .errors import UserError
-from .runs import new_run_dir, read_json, write_json
+from .runs import new_run_dir, read_json, status_shown, write_json
 
 MAX_TABLE_ROWS = 40   # CSVs longer than this are summarised by their last rows in the report
 LOG_AXIS_SPAN = 30    # losses spanning more than 30x are drawn on a log axis
@@ -360,7 +360,7 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
         if curve is not None:  # a train run's curve, or the selected trial of a search or run
             curves.append(Curve(d.name, curve, read_metrics(curve)))
         rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"),
-                     "status": s.get("status", "running or killed"),  # as `dlrecipe runs` says
+                     "status": status_shown(s),  # as `dlrecipe runs` says
                      "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),
                      "best_val_acc": s.get("best_val_acc"), "test_loss": s.get("test_loss"),
                      "test_acc": s.get("test_acc"), "curve": "" if curve is None else str(curve.relative_to(d))})

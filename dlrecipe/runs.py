@@ -165,6 +165,12 @@ class CsvLog:
         self.close()
 
 
+def status_shown(summary: dict) -> str:
+    """A run's status as listed: a run without a summary, or still marked running, may have been killed."""
+    status = summary.get("status", "running")
+    return "running or killed" if status == "running" else status
+
+
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One dict per run folder under runs_dir (newest first), from its summary.json and recipe name."""
     root = Path(runs_dir)
@@ -174,7 +180,7 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
         summary = read_json(summary_path) if summary_path.is_file() else {}
         rows.append({
             "run": d.name, "name": summary.get("name", "?"), "command": summary.get("command", "?"),
-            "status": summary.get("status", "running or killed"),
+            "status": status_shown(summary),
             "best_val": summary.get("best_val_acc", summary.get("best_val_loss")),
             "test": summary.get("test_acc", summary.get("test_loss")),
             "date": summary.get("finished", ""), "path": str(d),

@@ -217,7 +217,7 @@ def test_ctrl_c_during_lr_find_then_run_resume_keeps_sanity_and_runs_the_rest(tm
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
     assert list(steps.step) == ["sanity", "lr-find", "search", "report"] and "interrupted" not in set(steps.status)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and [r["status"] for r in summary["resumed"]] == ["interrupted"]
+    assert summary["status"] == "completed" and [r["after"] for r in summary["resumed"]] == ["interrupted"]
     assert 0 < summary["test_acc"] <= 1 and (run / "report.html").stat().st_size > 0
 
 
@@ -232,6 +232,8 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     summary = json.loads((run / "summary.json").read_text())
     search_dir = run / FOLDERS["search"]
     assert summary["status"] == "interrupted" and f"dlrecipe run --resume {run}" in summary["reason"]
+    inner = json.loads((search_dir / "summary.json").read_text())  # not the search's own --resume: the run's
+    assert inner["status"] == "interrupted" and inner["reason"].endswith(f"dlrecipe run --resume {run}")
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
     assert list(steps.step) == ["sanity", "lr-find", "search"] and list(steps.status)[2] == "interrupted"
     assert steps.folder.iloc[2] == FOLDERS["search"]
@@ -253,6 +255,28 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     assert (run / "report.html").stat().st_size > 0
 
 
+def test_a_run_killed_in_its_first_step_can_be_resumed(tmp_path, monkeypatch):
+    """Killed during sanity (here: any exception but Ctrl-C, which leaves no end written): the folder is still
+    a run that --resume knows, listed as 'running or killed'; the resume runs every step."""
+    from dlrecipe import sanity
+    from dlrecipe.pipeline import resume_run
+    from dlrecipe.runs import list_runs
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(sanity, "run_sanity", killed)
+    with pytest.raises(SystemExit):
+        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    assert [r["status"] for r in list_runs(tmp_path)] == ["running or killed"]
+    monkeypatch.undo()
+    result = resume_run(run, device="cpu")
+    assert result.summary["status"] == "completed" and [r["step"] for r in result.steps] == [
+        "sanity", "lr-find", "search", "report"]
+    assert [r["after"] for r in result.summary["resumed"]] == ["killed"]
+
+
 def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_path):
     """SIGKILL leaves the parent summary at status running and a trial running: --resume keeps sanity, lr-find and
     the finished trials, reruns the trial left running, and completes the run."""
@@ -269,7 +293,7 @@ def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_pat
     res = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     assert res.exit_code == 0, res.output
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and [r["status"] for r in summary["resumed"]] == ["running"]
+    assert summary["status"] == "completed" and [r["after"] for r in summary["resumed"]] == ["killed"]
     assert (run / FOLDERS["lr-find"] / "summary.json").read_text() == lr_summary
     after = pd.read_csv(run / FOLDERS["search"] / "trials.csv")
     kept = after.set_index("number").loc[before.number]
