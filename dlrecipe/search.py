@@ -644,6 +644,7 @@ class SearchProgress:
 
     def __init__(self, total: int, monitor: str, quiet: bool = False):
         self.total, self.monitor, self.quiet, self.done = total, monitor, quiet, 0
+        self._shown: set[int] = set()  # trial numbers already printed (plain lines)
         self._bar = None
         if not quiet and err.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -654,17 +655,35 @@ class SearchProgress:
             self._bar.start()
 
     def update(self, rows: list[dict]) -> None:
-        done = [r for r in rows if r["state"] in ("complete", "pruned", "diverged", "failed") and not r["retried"]]
+        done = self._finished(rows)
         scored = [r[f"best_{self.monitor}"] for r in done if r["state"] == "complete"]
         best = (max if self.monitor == "val_acc" else min)(scored) if scored else None
         info = f"best {self.monitor} {fmt(best)}"
         if self._bar is not None:
             self._bar.update(self._task, completed=len(done), info=info)
-        elif not self.quiet and len(done) > self.done:
-            last = max(done, key=lambda r: r["number"])
-            err.print(f"trial {len(done)}/{self.total}  #{last['number']} {last['stage']} {last['state']}  "
-                      f"{self.monitor} {fmt(last.get(f'best_{self.monitor}'))}  {info}", highlight=False)
+        elif not self.quiet:
+            new = [r for r in done if r["number"] not in self._shown]
+            for i, r in enumerate(new):  # each finished trial once, whatever its number (a retry's is higher)
+                err.print(f"trial {len(done) - len(new) + i + 1}/{self.total}  #{r['number']} {r['stage']} "
+                          f"{r['state']}  {self.monitor} {fmt(r.get(f'best_{self.monitor}'))}  {info}",
+                          highlight=False)
+            self._shown.update(r["number"] for r in new)
         self.done = len(done)
+
+    @staticmethod
+    def _finished(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["state"] in ("complete", "pruned", "diverged", "failed", "skipped")
+                and not r["retried"]]
+
+    def start_from(self, rows: list[dict]) -> None:
+        """Trials already finished (a resumed search): counted, and said in one line rather than one each."""
+        before = self.quiet
+        self.quiet = True
+        self.update(rows)
+        self.quiet = before
+        self._shown = {r["number"] for r in self._finished(rows)}
+        if self.done and not self.quiet and self._bar is None:
+            err.print(f"resuming: {self.done}/{self.total} trials finished before", highlight=False)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -896,6 +915,8 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
     w = Worker(storage, name, recipe, space, run_dir, device, prune)
     total = recipe["search.trials"] + recipe["search.fine_trials"]
     progress = SearchProgress(total, _monitor(recipe), quiet)
+    kept = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    progress.start_from(trial_rows(kept, space, recipe.task))  # a resumed search: its finished trials, one line
 
     def record(trials: list) -> None:
         rows = trial_rows(trials, space, recipe.task)
@@ -1035,6 +1056,7 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
                      f"e.g. on a busier machine); a larger --budget runs them")
     counts = {s: sum(r["state"] == s and not r["retried"] for r in rows)
               for s in ("complete", "pruned", "diverged", "failed", "skipped")}
+    counts["retried"] = sum(bool(r["retried"]) for r in rows)  # failed, then queued again: not counted above
     summary: dict[str, Any] = {
         "name": recipe.name, "command": "search", "study": settings["study"],
         "storage": _redact(settings["storage"]), "monitor": monitor, "direction": direction,

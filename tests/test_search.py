@@ -284,6 +284,28 @@ def test_a_stage_skips_only_the_slots_a_typical_trial_could_not_finish():
     assert "about 2.0 s" in late[0][1]
 
 
+def test_progress_lines_name_each_finished_trial_once_after_a_resume(capsys):
+    """A retried trial gets a higher number than the slots still to run: each line names its own trial."""
+    from dlrecipe.search import SearchProgress
+
+    def row(number, state, loss=None, retried=False, stage="coarse"):
+        return {"number": number, "stage": stage, "state": state, "best_val_loss": loss, "retried": retried}
+
+    progress = SearchProgress(total=3, monitor="val_loss")
+    rows = [row(0, "complete", 0.5), row(1, "failed", retried=True), row(2, "waiting", stage="fine"),
+            row(3, "waiting")]
+    progress.start_from(rows)
+    rows[3] = row(3, "complete", 0.4)  # the retry of #1
+    progress.update(rows)
+    rows[2] = row(2, "complete", 0.3, stage="fine")
+    progress.update(rows)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "resuming: 1/3 trials finished before"
+    assert lines[1].startswith("trial 2/3  #3 coarse complete  val_loss 0.4")
+    assert lines[2].startswith("trial 3/3  #2 fine complete  val_loss 0.3") and lines[2].endswith("best val_loss 0.3")
+    assert len(lines) == 3
+
+
 def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, monkeypatch, one_thread):
     from dlrecipe.errors import Interrupted
     from dlrecipe.search import resume, search
@@ -310,6 +332,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
     assert kept.best_val_loss.tolist() == pytest.approx(before[before.state == "complete"].best_val_loss.tolist())
     assert kept.seconds.tolist() == pytest.approx(before[before.state == "complete"].seconds.tolist())  # not rerun
     assert list((tmp_path / "elsewhere").iterdir()) == []  # no stray journal where the resume ran
+    assert result.summary["trials"]["retried"] == 1 and result.summary["trials"]["complete"] == 6  # the cut one
     with pytest.raises(UserError, match="this search is completed already, nothing to resume"):
         resume(run)
 
