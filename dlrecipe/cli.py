@@ -494,6 +494,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
         from .report import NO_CURVES, build_report, sparkline
 
         rep = build_report(run_dir)
+        if rep.headline:
+            console.print(plain(rep.headline.replace("**", "")), highlight=False, soft_wrap=True)
         if not rep.curves:
             console.print(NO_CURVES, highlight=False, soft_wrap=True)
         for c in rep.curves:

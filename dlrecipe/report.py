@@ -16,7 +16,7 @@ from .diagnose import Finding, diagnose, moving_average
 from .errors import UserError
 from .runs import new_run_dir, read_json, status_shown, write_json
 
-MAX_TABLE_ROWS = 40   # CSVs longer than this are summarised by their last rows in the report
+MAX_TABLE_ROWS = 40   # CSVs longer than this are shown as this many evenly spaced rows in the report
 LOG_AXIS_SPAN = 30    # losses spanning more than 30x are drawn on a log axis
 
 
@@ -33,6 +33,7 @@ class Report:
     run_dir: Path
     curves: list[Curve]
     files: list[Path]          # what the report wrote
+    headline: str = ""         # the run's status and result, from its summary.json (markdown bold)
 
 
 def _metric_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -115,23 +116,58 @@ def _md_table(df: pd.DataFrame) -> str:
     return head + "".join("| " + " | ".join(cell(x) for x in row) + " |\n" for row in df.itertuples(index=False))
 
 
-IN_CSV = {"checks": "sanity.csv", "probes": "probes.csv", "range_test": "range_test.csv", "steps": "steps.csv"}
+IN_CSV = {"checks": "sanity.csv", "steps": "steps.csv"}  # summary lists that a CSV of the same folder repeats
 
 
-def _summary_table(summary: dict) -> pd.DataFrame:
+def _headline(run_dir: Path) -> str:
+    """The run's status and result in one line, from its summary.json ("" when it has none)."""
+    if not (run_dir / "summary.json").is_file():
+        return ""
+    s = _read_summary(run_dir / "summary.json")
+    status = status_shown(s)
+    text = f"**Status: {status}**" + (f": {s['reason']}" if s.get("reason") else "")
+    tested = [f"{label} {s[k]:.4g}" for k, label in (("test_acc", "test accuracy"), ("test_loss", "test loss"))
+              if isinstance(s.get(k), (int, float))]
+    if tested:
+        text += ". Selected model: " + ", ".join(tested)
+    if status in ("interrupted", "running or killed"):
+        text += ". The run did not finish: the curves below are those of what had finished, and the diagnosis reads them"
+    return text + "."
+
+
+def _number(text: str):
+    """A CSV cell as shown: decimals to 4 significant digits, everything else (integers, words, empty) as written."""
+    if any(c in text for c in ".eE") or text.lower() in ("nan", "inf", "-inf"):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _summary_table(summary: dict) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """A summary.json as key/value rows a reader can scan: nested tables become dotted keys (trials.complete,
-    plan.fine_epochs), lists of numbers a comma list; the per-row lists that a step's CSV already holds (sanity's
-    checks, lr-find's probes, ...) point to that table instead of repeating it as JSON."""
+    plan.fine_epochs), lists of numbers a comma list; a list of records (lr-find's probes) becomes a table of its
+    own (returned by key), and one that a CSV beside it repeats (sanity's checks) points to that CSV."""
     rows: dict = {}
+    tables: dict[str, pd.DataFrame] = {}
 
     def short(v) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    def cell(x) -> str:  # a value inside a record: scalars and number lists as text, deeper values as JSON
+        if isinstance(x, list) and not any(isinstance(v, (dict, list)) for v in x):
+            return ", ".join(short(v) for v in x)
+        return json.dumps(x, default=str) if isinstance(x, dict | list) else short(x)
 
     def add(key: str, value) -> None:
         nested = isinstance(value, (dict, list)) and any(isinstance(v, (dict, list)) for v in
                                                          (value.values() if isinstance(value, dict) else value))
         if key in IN_CSV and nested:
             rows[key] = f"{len(value)} row{'s' if len(value) != 1 else ''}: see {IN_CSV[key]}"
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and "." not in key:
+            tables[key] = pd.DataFrame([{k: cell(x) for k, x in v.items()} for v in value]).fillna("")
+            rows[key] = f"{len(value)} row{'s' if len(value) != 1 else ''}: the table below"
         elif isinstance(value, dict) and value:
             for k, v in value.items():
                 add(f"{key}.{k}", v)
@@ -147,7 +183,7 @@ def _summary_table(summary: dict) -> pd.DataFrame:
 
     for k, v in summary.items():
         add(k, v)
-    return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
+    return pd.DataFrame({"key": list(rows), "value": list(rows.values())}), tables
 
 
 def _recipe_near(run_dir: Path, metrics_path: Path) -> dict:
@@ -268,7 +304,10 @@ def build_report(run_dir: str | Path) -> Report:
         if png.name not in ours:
             figures.append((str(png.relative_to(run_dir)), png))
 
-    sections = [f"# Report: {run_dir.name}\n"]  # diagnosis, a run's steps, figures, summaries, tables
+    sections = [f"# Report: {run_dir.name}\n"]  # status, diagnosis, a run's steps, figures, summaries, tables
+    headline = _headline(run_dir)
+    if headline:
+        sections.append(f"{headline}\n")
     if not curves:
         sections += ["## Diagnosis\n", f"- {NO_CURVES}\n"]
     for c in curves:
@@ -283,19 +322,25 @@ def build_report(run_dir: str | Path) -> Report:
         if "trials" in summary_path.relative_to(run_dir).parts[:-1]:
             continue
         rel = summary_path.parent.relative_to(run_dir)
-        tables.append(f"## Summary: {rel if str(rel) != '.' else run_dir.name}\n")
-        tables.append(_md_table(_summary_table(_read_summary(summary_path))))
+        where = rel if str(rel) != "." else run_dir.name
+        kv, records = _summary_table(_read_summary(summary_path))
+        tables += [f"## Summary: {where}\n", _md_table(kv)]
+        for key, df in records.items():
+            tables += [f"## Summary: {where}: {key}\n", _md_table(df)]
     for csv_path in sorted(run_dir.rglob("*.csv"), key=lambda p: (p.name != "steps.csv", p)):  # steps first
         rel = csv_path.relative_to(run_dir)
         if "trials" in rel.parts[:-1]:
             continue
         try:
-            df = read_metrics(csv_path)
-        except UserError as e:  # a table the report only shows: say so and go on
+            read_metrics(csv_path)
+            df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)  # shown as written: an empty cell stays
+        except (UserError, pd.errors.ParserError) as e:  # a table the report only shows: say so and go on
             tables += [f"## Table: {rel}\n", f"- not shown: {e}\n"]
             continue
-        note = "" if len(df) <= MAX_TABLE_ROWS else f" (last {MAX_TABLE_ROWS} of {len(df)} rows)"
-        block = [f"## Table: {rel}{note}\n", _md_table(df.tail(MAX_TABLE_ROWS))]
+        note = "" if len(df) <= MAX_TABLE_ROWS else (f" ({MAX_TABLE_ROWS} of {len(df)} rows, evenly spaced, the "
+                                                     f"first and last included)")
+        rows = np.unique(np.linspace(0, len(df) - 1, min(len(df), MAX_TABLE_ROWS)).round().astype(int))
+        block = [f"## Table: {rel}{note}\n", _md_table(df.iloc[rows].map(_number))]
         if csv_path == run_dir / "steps.csv":
             sections += block
         else:
@@ -306,7 +351,7 @@ def build_report(run_dir: str | Path) -> Report:
     (run_dir / "report.html").write_text(_html(run_dir, md, figures))
     write_json(run_dir / "report.json", {c.label: [f.to_dict() for f in c.findings] for c in curves})
     written += [run_dir / "report.md", run_dir / "report.html", run_dir / "report.json"]
-    return Report(run_dir, curves, written)
+    return Report(run_dir, curves, written, headline)
 
 
 def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:
@@ -321,10 +366,11 @@ def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:
             cells = [html.escape(c.strip().replace("\\|", "|")) for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             if set("".join(cells)) <= {"-"}:
                 continue
+            tag = "td" if in_table else "th"  # a table's first row is its header
             if not in_table:
                 out.append("<table>")
                 in_table = True
-            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
             continue
         if in_table:
             out.append("</table>")

@@ -123,16 +123,45 @@ def test_summaries_read_as_key_value_rows_not_json(tmp_path):
     them; a | inside a value stays inside its cell in the HTML."""
     summary = {"command": "sanity", "status": "pass", "checks": [{"check": "init_loss", "details": {"loss": 2.3}}],
                "rules": {"probes": 0.01, "steepest": 0.0148496}, "search_range": [0.001, 0.03],
-               "per_seed": [{"seed": 0, "lr": 0.0123456}], "warnings": [], "reason": "a | b"}
+               "probes": [{"lr": 0.1, "verdict": "good", "seeds": ["good", "flat"]}, {"lr": 0.0123456}],
+               "warnings": [], "reason": "a | b"}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     for row in ["| checks | 1 row: see sanity.csv |", "| rules.probes | 0.01 |", "| rules.steepest | 0.01485 |",
-                "| search_range | 0.001, 0.03 |", "| per_seed | seed=0, lr=0.01235 |", "| warnings | none |",
-                "| reason | a \\| b |"]:
+                "| search_range | 0.001, 0.03 |", "| probes | 2 rows: the table below |", "| warnings | none |",
+                "| reason | a \\| b |", "## Summary: " + tmp_path.name + ": probes",
+                "| lr | verdict | seeds |", "| 0.1 | good | good, flat |", "| 0.01235 |  |  |"]:
         assert row in md
     assert "{" not in md.split("## Summary")[1]
-    assert "<tr><td>reason</td><td>a | b</td></tr>" in (tmp_path / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "<tr><td>reason</td><td>a | b</td></tr>" in html and "<tr><th>key</th><th>value</th></tr>" in html
+
+
+def test_the_report_opens_with_the_status_and_shows_csv_cells_as_written(tmp_path):
+    """An interrupted run says so before its diagnosis; an empty CSV cell stays empty while a NaN loss reads nan;
+    a long table is sampled evenly, first and last rows included."""
+    STILL_FALLING.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "summary.json").write_text(json.dumps({"command": "train", "status": "interrupted",
+                                                       "reason": "interrupted (Ctrl-C) after 12 epochs",
+                                                       "test_acc": 0.81234}))
+    rows = ["1,nan,"] + [f"{i},0.5," for i in range(2, 100)] + ["100,0.5,last"]  # as dlrecipe's CSV logs write
+    (tmp_path / "probes.csv").write_text("iteration,loss,note\n" + "\n".join(rows) + "\n")
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    first = md.split("## Diagnosis")[0]
+    assert "**Status: interrupted**: interrupted (Ctrl-C) after 12 epochs. Selected model: test accuracy 0.8123" in first
+    assert "did not finish" in first
+    probes = md.split("## Table: probes.csv")[1].split("##")[0]
+    assert probes.startswith(" (40 of 100 rows, evenly spaced")
+    body = [line for line in probes.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(body) == 40 and body[0] == "| 1 | nan |  |" and body[-1] == "| 100 | 0.5 | last |"
+    from typer.testing import CliRunner
+
+    from dlrecipe.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])  # the terminal says it first too
+    assert res.exit_code == 0 and res.output.startswith("Status: interrupted: interrupted (Ctrl-C) after 12 epochs")
 
 
 def test_a_folder_of_runs_is_refused_before_anything_is_written(tmp_path):
