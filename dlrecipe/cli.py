@@ -104,8 +104,8 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
                                                    "successive-halving")] = "none",
            seeds: Annotated[int, typer.Option(help="rerun the selected configuration with N seeds (variance)")] = 1,
            ensemble: Annotated[int, typer.Option(help="also test the average of the top-K snapshots")] = 1,
-           from_lr_find: Annotated[Path | None, typer.Option(help="lr-find run folder: centre the default LR "
-                                                                  "range on its recommendation")] = None,
+           from_lr_find: Annotated[Path | None, typer.Option(help="lr-find run folder: its search_range becomes "
+                                                                  "the LR range (replacing a space's train.lr)")] = None,
            storage: Annotated[str | None, typer.Option(help="Optuna storage shared by workers: postgresql://... "
                                                            "(several machines) or a journal file (default: "
                                                            "study.journal in the run folder)")] = None,
@@ -480,7 +480,8 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, search, sanity, lr-find, ...)")],
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, search, sanity, lr-find, ...)",
+                                                  metavar="RUN_DIR", show_default=False)],
            debug: DebugOpt = False) -> None:
     """Read a run's curves: plots (scatter + moving average) and a written diagnosis with the next step.
 
@@ -511,7 +512,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
 
 
 @app.command()
-def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run folders", metavar="RUN_DIR",
+                                                            show_default=False)],
             runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False) -> None:
     """One table and one plot across runs (validation curves on shared axes).
 
