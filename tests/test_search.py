@@ -168,7 +168,8 @@ def test_cli_search_without_a_recipe_needs_resume(tmp_path, args, message):
     (["--prune", "medain"], "did you mean 'median'"),
     (["--jobs", "0"], "--jobs 0 is not allowed"),
     (["--worker"], "--worker needs --storage URL and --study NAME"),
-    (["--resume", "nowhere"], "not a dlrecipe search run folder"),
+    (["--resume", "nowhere"], "--resume 'nowhere': no such folder"),
+    (["--resume", "."], "not a dlrecipe search run folder (no search.json)"),
 ])
 def test_cli_bad_options_exit_2(tmp_path, args, message):
     recipe = write_recipe(tmp_path / "r.toml", trials=2, fine=0)
