@@ -231,8 +231,8 @@ def _selected_trials(run_dir: Path) -> set[Path]:
     return out
 
 
-NO_CURVES = ("no training curves to diagnose: no epoch was trained here (sanity and lr-find runs, or a run that "
-             "stopped before its search); the tables and figures below are what there is")
+NO_CURVES = ("no training curves to diagnose: no epoch was trained here (sanity, lr-find and compare folders, or a run "
+             "that stopped before its search); the tables and figures below are what there is")
 RUN_FILES = ("recipe.toml", "env.json", "summary.json", "metrics.csv")  # what every command writes first
 
 
