@@ -45,6 +45,10 @@ GRACE_S = 60             # ... and a trial silent this long is failed and queued
 JOIN_WAIT_S = 120        # a --worker waits this long for the study to be created
 POLL_S = 0.5             # how often an idle worker (or the leader of --jobs N) looks at the study
 NOT_SEARCHABLE = ("name", "description", "task", "train.epochs")  # epochs are set by each stage
+# keys that define the examples or their split: trials would be validated on different data (and ranked against
+# each other), and the selected model tested on the recipe's split, which may hold its training examples
+DATA_KEYS = ("seed", "data.source", "data.format", "data.target", "data.split", "data.preprocess", "data.shape",
+             "data.n_samples", "data.noise", "data.classes")
 HOST = socket.gethostname()
 
 
@@ -110,12 +114,18 @@ def parse_dist(recipe: Recipe, key: str, spec: Any) -> Dist:
     """One `search.space` entry -> Dist, or a RecipeError naming the key and quoting the bad values."""
     where = f'search.space."{key}"'
     if key not in SCHEMA:
-        raise RecipeError(f"{where}: unknown key {key}{_suggest(key, list(SCHEMA))} (any recipe key outside "
-                          f"[search] can be searched)")
+        raise RecipeError(f"{where}: unknown key {key}{_suggest(key, list(SCHEMA))} (training settings can be "
+                          f"searched: train.*, model.*, data.batch_size, the augmentation keys)")
     if key.startswith("search.") or key in NOT_SEARCHABLE:
         why = "train.epochs is set by each stage (search.coarse_epochs, search.fine_epochs)" \
             if key == "train.epochs" else "it is not a training setting"
         raise RecipeError(f"{where} cannot be searched: {why}")
+    if key in DATA_KEYS:
+        how = ("use --seeds N to see the selected model's spread over seeds" if key == "seed" else
+               "compare such settings with separate runs (dlrecipe compare)")
+        raise RecipeError(f"{where} cannot be searched: it changes the examples or their split, so trials would "
+                          f"be validated on different data and the selected model tested on a split that may "
+                          f"hold its training examples; {how}")
     if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS):
         raise RecipeError(f"{where} = {spec!r} is not allowed: expected one of {{log_uniform = [low, high]}}, "
                           f"{{uniform = [low, high]}}, {{int = [low, high]}}, {{choice = [value, ...]}}")

@@ -79,6 +79,11 @@ def slot_counts(rows: pd.DataFrame) -> pd.Series:
     ({"train.lr": {"int": [1, 4]}}, "int ranges need an integer key"),
     ({"train.epochs": {"int": [1, 4]}}, "train.epochs is set by each stage"),
     ({"search.trials": {"int": [1, 4]}}, "cannot be searched"),
+    ({"seed": {"int": [0, 3]}}, "cannot be searched: it changes the examples or their split"),  # test leak
+    ({"seed": {"int": [0, 3]}}, "use --seeds N"),
+    ({"data.source": {"choice": ["iris", "digits"]}}, "compare such settings with separate runs"),
+    ({"data.split": {"choice": [[0.6, 0.2, 0.2], [0.8, 0.1, 0.1]]}}, "cannot be searched"),
+    ({"data.preprocess": {"choice": ["none", "standardize"]}}, "cannot be searched"),
 ])
 def test_bad_spaces_are_recipe_errors_that_quote_the_values(table, message):
     with pytest.raises(RecipeError) as e:
