@@ -395,8 +395,9 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     table.add_column("status")
     table.add_column("best val", justify="right")
     table.add_column("test", justify="right")
-    for r in rows:
-        table.add_row(*(fmt(r[k]) for k in ("run", "status")), fmt(r["best_val"], 3), fmt(r["test"], 3))
+    for r in rows:  # accuracy where the run has one, else loss (regression), named in each cell
+        table.add_row(*(fmt(r[k]) for k in ("run", "status")),
+                      *(f"{r['metric']} {fmt(r[k], 3)}" if r[k] is not None else "-" for k in ("best_val", "test")))
     console.print(table)
 
 

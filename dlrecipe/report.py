@@ -411,6 +411,7 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
                      "best_val_acc": s.get("best_val_acc"), "test_loss": s.get("test_loss"),
                      "test_acc": s.get("test_acc"), "curve": "" if curve is None else str(curve.relative_to(d))})
     table = pd.DataFrame(rows)
+    table["best_epoch"] = table["best_epoch"].astype("Int64")  # an epoch number, also when some runs have none
     out = new_run_dir(runs_dir, "compare", "compare")
     table.to_csv(out / "compare.csv", index=False)
     write_json(out / "summary.json", {"name": "compare", "command": "compare", "status": "completed",

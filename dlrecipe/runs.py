@@ -183,6 +183,7 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
             "status": status_shown(summary),
             "best_val": summary.get("best_val_acc", summary.get("best_val_loss")),
             "test": summary.get("test_acc", summary.get("test_loss")),
+            "metric": "acc" if "best_val_acc" in summary or "test_acc" in summary else "loss",  # regression: loss
             "date": summary.get("finished", ""), "path": str(d),
         })
     return rows

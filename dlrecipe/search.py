@@ -707,22 +707,29 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def leaderboard(result: SearchResult, title: str, rows: int = 10):
-    """The terminal leaderboard: the best `rows` trials, complete ones first, fine before coarse."""
+    """The terminal leaderboard: the best `rows` trials by the monitored metric (complete ones first); the selected
+    trial is marked with * (the best fine trial, which a coarse one can beat)."""
     from rich import box
     from rich.table import Table
 
     s, monitor = result.summary, result.summary["monitor"]
     names = short_names(list(s["space"]))
-    table = Table(title=f"{title} ({sum(s['trials'].values())} trials, "
-                  + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + f"; {monitor}: best epoch)",
+    counts = {k: n for k, n in s["trials"].items() if k != "retried"}
+    table = Table(title=f"{title} ({sum(counts.values())} trials, "
+                  + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + f"; {monitor}: best epoch; "
+                  f"* selected)",
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ["#", "stage", *names.values(), monitor, "epochs", "state", "s"]:
         table.add_column(col, justify="left" if col in ("stage", "state") else "right")
     order = sorted((x for x in result.trials if not x["retried"]), key=lambda x: (
-        x["state"] != "complete", x["stage"] != "fine",
+        x["state"] != "complete",
         -(x[f"best_{monitor}"] or 0) if monitor == "val_acc" else (x[f"best_{monitor}"] or float("inf"))))
-    for x in order[:rows]:
-        table.add_row(str(x["number"]), x["stage"], *[fmt(x[k], 3) for k in names], fmt(x[f"best_{monitor}"]),
+    selected = s.get("selected_trial")
+    shown = order[:rows]
+    if selected is not None and all(x["number"] != selected for x in shown):  # always show the selected one
+        shown = shown[:-1] + [x for x in order if x["number"] == selected]
+    for x in shown:
+        table.add_row(f"{x['number']}{'*' if x['number'] == selected else ''}", x["stage"], *[fmt(x[k], 3) for k in names], fmt(x[f"best_{monitor}"]),
                       fmt(x["epochs_run"]), x["state"], fmt(x["seconds"], 2))
     return table
 
@@ -1030,7 +1037,7 @@ def _ensemble_test(models: list, recipe: Recipe, data) -> dict[str, float]:
     if recipe.task == "classification":
         p = torch.stack([predict_proba(m, data.x_test) for m in models]).mean(0)
         loss = torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), data.y_test)
-        return {"loss": float(loss), "acc": float((p.argmax(1) == data.y_test).float().mean())}
+        return {"loss": float(loss), "acc": float((p.argmax(1) == data.y_test).sum()) / len(data.y_test)}  # exact
     with torch.no_grad():
         out = torch.stack([m.eval()(data.x_test).squeeze(-1) for m in models]).mean(0)
     return {"loss": float(loss_function(recipe.task, recipe.section("train"))(out, data.y_test))}
@@ -1060,6 +1067,16 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
     notes = edge_warnings(space, w.params_of(coarse[0])) if coarse else []
     if recipe["search.fine_trials"] and not fine:
         notes.append("no fine trial completed: the selected model is the best coarse trial")
+    if fine and coarse:
+        c, f = coarse[0].value, fine[0].value
+        if (c < f) if direction == "minimize" else (c > f):
+            notes.append(f"coarse trial {coarse[0].number} reached a better {monitor} ({c:.4g}) than every fine "
+                         f"trial (the selected {fine[0].number}: {f:.4g}); the fine stage is meant to improve on "
+                         f"it: compare the curves in search_curves.png (too few fine_epochs, or a fine range "
+                         f"narrowed away from it)")
+    if settings.get("ensemble", 1) > len(coarse) + len(fine):
+        notes.append(f"--ensemble {settings['ensemble']}: only {len(coarse) + len(fine)} trials completed, the "
+                     f"ensemble uses them all")
     skipped = sum(r["state"] == "skipped" for r in rows)
     if skipped:
         notes.append(f"{skipped} slots skipped: the budget's time was up (the trials took longer than planned, "

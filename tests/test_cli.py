@@ -174,6 +174,8 @@ def test_runs_lists_past_runs(tmp_path, console_80):
     res = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)])
     row = next(line for line in res.output.splitlines() if "digits_mlp" in line)
     assert res.exit_code == 0 and run.name in row and "completed" in row  # the whole folder name, in 80 columns
+    s = json.loads((run / "summary.json").read_text())
+    assert f"acc {s['best_val_acc']:.3g}" in row and f"acc {s['test_acc']:.3g}" in row  # the metric is named
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

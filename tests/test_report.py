@@ -214,10 +214,11 @@ def test_compare_writes_one_table_and_one_plot(tmp_path):
         (run / "trials" / str(n)).mkdir(parents=True)
         df.to_csv(run / "trials" / str(n) / "metrics.csv", index=False)
     (run / "summary.json").write_text('{"selected_trial": 4}')
-    (run.parent / "summary.json").write_text('{"name": "c", "command": "run", "test_acc": 0.9}')
+    (run.parent / "summary.json").write_text('{"name": "c", "command": "run", "test_acc": 0.9, "best_epoch": 23}')
     runs.append(run.parent)
     table, out = compare(runs, runs_dir=tmp_path / "runs")
     assert list(table["name"]) == ["a", "b", "c"]
+    assert pd.read_csv(out / "compare.csv", dtype=str, keep_default_na=False)["best_epoch"].tolist() == ["", "", "23"]
     assert list(table["curve"]) == ["metrics.csv", "metrics.csv", "3-search/trials/4/metrics.csv"]
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC and (out / "compare.csv").is_file()
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"  # `dlrecipe runs`: not "killed"

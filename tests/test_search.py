@@ -254,6 +254,29 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_fine_stage_worse_than_coarse_is_warned_and_the_leaderboard_ranks_every_trial(tmp_path, one_thread):
+    """One-epoch fine trials cannot match six-epoch coarse ones at the same LR: the selection (best fine, as the
+    recipe says) is kept and explained; the leaderboard ranks by the metric and marks the selected trial."""
+    from rich.console import Console
+
+    from dlrecipe.search import leaderboard, search
+
+    recipe = small_recipe(**{"search.trials": 3, "search.coarse_epochs": 6, "search.fine_trials": 1,
+                             "search.fine_epochs": 1, "search.space": {"train.lr": {"choice": [0.05]}}})
+    result = search(recipe, runs_dir=tmp_path, ensemble=9)
+    s, rows = result.summary, pd.DataFrame(result.trials)
+    assert s["selected_trial"] == 3 and s["selected_stage"] == "fine"
+    best_coarse = rows[rows.stage == "coarse"].sort_values("best_val_loss").iloc[0]
+    assert best_coarse.best_val_loss < rows[rows.stage == "fine"].best_val_loss.min()
+    assert any(w.startswith(f"coarse trial {best_coarse.number} reached a better val_loss") for w in s["warnings"])
+    assert any("--ensemble 9: only 4 trials completed" in w for w in s["warnings"]) and s["ensemble"]["k"] == 4
+    console = Console(width=120, record=True)
+    console.print(leaderboard(result, "t"))
+    lines = [line.split() for line in console.export_text().splitlines() if line.strip()[:1].isdigit()]
+    assert [line[0] for line in lines][-1] == "3*"  # the selected fine trial, last: the worst val_loss
+    assert [float(line[3]) for line in lines] == sorted(float(line[3]) for line in lines)
+
+
 def test_a_budget_that_runs_out_skips_the_slots_left_but_keeps_one_trial_per_stage(tmp_path, one_thread):
     from dlrecipe.search import search
 
