@@ -715,12 +715,9 @@ def leaderboard(result: SearchResult, title: str, rows: int = 10):
     s, monitor = result.summary, result.summary["monitor"]
     names = short_names(list(s["space"]))
     counts = {k: n for k, n in s["trials"].items() if k != "retried"}
-    table = Table(title=f"{title} ({sum(counts.values())} trials, "
-                  + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + f"; {monitor}: best epoch; "
-                  f"* selected)",
+    table = Table(title=f"{title}: {sum(counts.values())} trials ("
+                  + ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n) + "), * selected",
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
-    for col in ["#", "stage", *names.values(), monitor, "epochs", "state", "s"]:
-        table.add_column(col, justify="left" if col in ("stage", "state") else "right")
     order = sorted((x for x in result.trials if not x["retried"]), key=lambda x: (
         x["state"] != "complete",
         -(x[f"best_{monitor}"] or 0) if monitor == "val_acc" else (x[f"best_{monitor}"] or float("inf"))))
@@ -728,9 +725,15 @@ def leaderboard(result: SearchResult, title: str, rows: int = 10):
     shown = order[:rows]
     if selected is not None and all(x["number"] != selected for x in shown):  # always show the selected one
         shown = shown[:-1] + [x for x in order if x["number"] == selected]
-    for x in shown:
-        table.add_row(f"{x['number']}{'*' if x['number'] == selected else ''}", x["stage"], *[fmt(x[k], 3) for k in names], fmt(x[f"best_{monitor}"]),
-                      fmt(x["epochs_run"]), x["state"], fmt(x["seconds"], 2))
+    cells = [[f"{x['number']}{'*' if x['number'] == selected else ''}", x["stage"], *[fmt(x[k], 3) for k in names],
+              fmt(x[f"best_{monitor}"]), fmt(x["epochs_run"]), x["state"]] for x in shown]  # seconds: trials.csv
+    for i, col in enumerate(["#", "stage", *names.values(), monitor, "epochs", "state"]):
+        header = col.replace("_", "\n")  # weight\ndecay, val\nloss: two short lines rather than a cut word
+        width = max([len(row[i]) for row in cells] + [len(word) for word in header.split("\n")])
+        table.add_column(header, justify="left" if col in ("stage", "state") else "right", min_width=width,
+                         no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
     return table
 
 

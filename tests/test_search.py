@@ -277,6 +277,24 @@ def test_a_fine_stage_worse_than_coarse_is_warned_and_the_leaderboard_ranks_ever
     assert [float(line[3]) for line in lines] == sorted(float(line[3]) for line in lines)
 
 
+def test_the_leaderboard_fits_80_columns_without_cutting_a_value():
+    from rich.console import Console
+
+    from dlrecipe.search import SearchResult, leaderboard
+
+    keys = ["train.optimizer", "train.lr", "model.dropout", "train.weight_decay"]
+    trials = [{"number": n, "stage": stage, "train.optimizer": "nesterov", "train.lr": 0.0153, "model.dropout": 0.193,
+               "train.weight_decay": 1e-4, "best_val_loss": loss, "epochs_run": 15, "state": "complete",
+               "seconds": 1.234, "retried": False} for n, stage, loss in ((0, "coarse", 0.18), (1, "fine", 0.25))]
+    result = SearchResult(Path("."), {"monitor": "val_loss", "space": dict.fromkeys(keys), "selected_trial": 1,
+                                      "trials": {"complete": 2, "retried": 0}}, trials, [])
+    console = Console(width=80, record=True)
+    console.print(leaderboard(result, "t"))
+    text = console.export_text()
+    assert "…" not in text and "nesterov" in text and "complete" in text and max(map(len, text.splitlines())) <= 80
+    assert text.splitlines()[0].startswith("t: 2 trials (2 complete), * selected")
+
+
 def test_a_budget_that_runs_out_skips_the_slots_left_but_keeps_one_trial_per_stage(tmp_path, one_thread):
     from dlrecipe.search import search
 
