@@ -135,7 +135,7 @@ MODEL_KINDS: dict[str, C.Component] = {
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
     """Linear, conv and maxout layers in forward order: the layers that carry a weight matrix or kernel."""
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
 
 
 def initialise(model: nn.Module, cfg: dict, prior: torch.Tensor | None = None) -> None:

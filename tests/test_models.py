@@ -326,3 +326,17 @@ def test_hidden_activation_is_the_recipe_s(activation):
     model, _ = build("iris", model__hidden=[6], model__activation=activation)
     expected = type(C.ACTIVATIONS[activation].build({}))
     assert [type(m) for m in model][2] is expected
+
+
+def test_a_python_model_with_3d_convolutions_gets_the_recipe_init():
+    """Conv3d counts as a weight layer (fan_in = in_channels x kernel volume), as Conv1d and Conv2d do."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(4, 256, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(256, 3))
+    cfg = dict(recipe_of("iris", model__init="he_normal").section("model"))
+    models.initialise(model, cfg)
+    conv = model[0]
+    assert models.weight_layers(model) == [conv, model[3]]
+    expected = math.sqrt(2 / (4 * 3 ** 3))  # he_normal: N(0, 2 / fan_in)
+    assert float(conv.weight.detach().std()) == pytest.approx(expected, rel=0.03)
+    assert torch.count_nonzero(conv.bias) == 0
