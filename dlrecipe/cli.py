@@ -486,7 +486,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
            debug: DebugOpt = False) -> None:
     """Read a run's curves: plots (scatter + moving average) and a written diagnosis with the next step.
 
-    Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), still improving (train
+    Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), LR too low (a steady crawl), still improving (train
     longer), best epoch too early, noisy validation. Writes report.md, report.html (figures embedded),
     report.json and report_*.png into the run folder.
 

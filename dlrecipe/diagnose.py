@@ -20,6 +20,10 @@ OVERFIT_GAP = 0.05          # train acc - val acc at the end above 5 points
 UNDERFIT_TRAIN_ACC = 0.80   # train accuracy below 80% at the end ...
 FLAT_DROP = 0.05            # ... and the train loss fell less than 5% over the second half: underfitting
 STILL_IMPROVING_TAIL = 0.10  # best epoch in the last 10% of the epochs (or the last one) and val loss falling
+SLOW_TOTAL_DROP = 0.25      # still falling, but the val loss fell < 25% from epoch 1 in the whole run ...
+SLOW_KEEPS_PACE = 0.5       # ... its second half fell at least half as much as its first (no slowing down) ...
+SLOW_STEADY = 0.7           # ... and it fell in at least 70% of the epochs: the steady, near-linear crawl of a
+#                             too-low LR (lecture 002: loss not going down -> LR too low), not a noisy high LR
 EARLY_BEST_HEAD = 0.10      # best epoch in the first 10% of at least 10 epochs
 NOISY_VAL = 0.10            # val loss scatters around its moving average by > 10% of it (std): noisy validation
 NOISY_WINDOW = 5            # epochs in that centred moving average (the trend the scatter is measured from),
@@ -29,7 +33,7 @@ MIN_EPOCHS = 4              # fewer epochs than this: too short to judge trends
 
 @dataclass
 class Finding:
-    code: str       # diverged | lr_too_high | overfitting | underfitting | train_longer | early_best | noisy_val
+    code: str       # diverged | lr_too_high | lr_too_low | overfitting | underfitting | train_longer | early_best | noisy_val
     message: str    # what was seen, with numbers
     advice: str     # the next step to try
 
@@ -99,9 +103,19 @@ def diagnose(metrics: pd.DataFrame, mixed_train: bool = False, bn_momentum: floa
             "underfitting: a bigger model, less regularisation, or a higher LR; check `dlrecipe sanity` can "
             "overfit a small sample"))
     if best > n * (1 - STILL_IMPROVING_TAIL) - 1e-9 and vl[-1] < vl[max(n - 3, 0)]:
-        findings.append(Finding("train_longer", f"validation loss still falling at the last epoch ({vl[-1]:.4g}, "
-                                f"best at epoch {best} of {n})",
-                                "still improving: train longer (raise train.epochs)"))
+        total = (vl[0] - vl[-1]) / max(abs(vl[0]), 1e-12)
+        first, second = vl[0] - vl[n // 2], vl[n // 2] - vl[-1]
+        steady = float(np.mean(np.diff(vl) < 0))
+        if 0 < first and total < SLOW_TOTAL_DROP and second >= SLOW_KEEPS_PACE * first and steady >= SLOW_STEADY:
+            findings.append(Finding(
+                "lr_too_low", f"validation loss fell only {total:.0%} in {n} epochs ({vl[0]:.4g} to {vl[-1]:.4g}), "
+                f"as steadily in the second half as in the first ({second:.3g} vs {first:.3g})",
+                "LR too low (or a bad init): the loss is crawling down; raise the LR (try 10x, or `dlrecipe "
+                "lr-find`) rather than only training longer (lecture 002)"))
+        else:
+            findings.append(Finding("train_longer", f"validation loss still falling at the last epoch "
+                                    f"({vl[-1]:.4g}, best at epoch {best} of {n})",
+                                    "still improving: train longer (raise train.epochs)"))
     if n >= 10 and best <= max(1, int(n * EARLY_BEST_HEAD)):
         findings.append(Finding("early_best", f"best validation loss at epoch {best} of {n}",
                                 "the best epoch came very early: the LR may be too high, or training runs too long "

@@ -65,6 +65,18 @@ def test_still_falling_means_train_longer():
     assert "overfitting" not in {f.code for f in found}
 
 
+def test_a_steady_crawl_means_lr_too_low_not_just_train_longer():
+    """Lecture 002: loss not going down -> LR too low. A val loss falling 15% in 20 epochs at an even pace."""
+    crawl = 3.4 - 0.026 * np.arange(20)
+    found = {f.code: f for f in diagnose(curves(crawl + 0.3, crawl, np.full(20, 0.1), np.full(20, 0.1), lr=1e-5))}
+    assert "lr_too_low" in found and "train_longer" not in found
+    assert "fell only 15% in 20 epochs" in found["lr_too_low"].message and "raise the LR" in found["lr_too_low"].advice
+    decelerating = 0.42 + 0.08 * np.exp(-np.arange(20) / 4)  # a small total drop that slows down: a good LR, long
+    assert {f.code for f in diagnose(curves(decelerating, decelerating, None, None))} == {"train_longer"}
+    noisy = crawl * (1 + 0.03 * np.tile([1, -1], 10))  # zig-zags down: not a steady crawl
+    assert "lr_too_low" not in {f.code for f in diagnose(curves(noisy, noisy, None, None))}
+
+
 def test_healthy_curve_gets_no_alarm():
     assert diagnose(HEALTHY) == []
 
