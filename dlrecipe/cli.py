@@ -104,8 +104,8 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
                                                    "successive-halving")] = "none",
            seeds: Annotated[int, typer.Option(help="rerun the selected configuration with N seeds (variance)")] = 1,
            ensemble: Annotated[int, typer.Option(help="also test the average of the top-K snapshots")] = 1,
-           from_lr_find: Annotated[Path | None, typer.Option(help="lr-find run folder: its search_range becomes "
-                                                                  "the LR range (replacing a space's train.lr)")] = None,
+           from_lr_find: Annotated[Path | None, typer.Option(
+               help="lr-find run folder: its search_range becomes the LR range (replacing a space's train.lr)")] = None,
            storage: Annotated[str | None, typer.Option(help="Optuna storage shared by workers: postgresql://... "
                                                            "(several machines) or a journal file (default: "
                                                            "study.journal in the run folder)")] = None,
@@ -486,8 +486,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
            debug: DebugOpt = False) -> None:
     """Read a run's curves: plots (scatter + moving average) and a written diagnosis with the next step.
 
-    Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), LR too low (a steady crawl), still improving (train
-    longer), best epoch too early, noisy validation. Writes report.md, report.html (figures embedded),
+    Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), LR too low (a steady crawl),
+    still improving (train longer), best epoch too early, noisy validation. Writes report.md, report.html (figures embedded),
     report.json and report_*.png into the run folder.
 
     Example: dlrecipe report runs/20261123-191735-digits_mlp-train

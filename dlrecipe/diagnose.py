@@ -33,7 +33,8 @@ MIN_EPOCHS = 4              # fewer epochs than this: too short to judge trends
 
 @dataclass
 class Finding:
-    code: str       # diverged | lr_too_high | lr_too_low | overfitting | underfitting | train_longer | early_best | noisy_val
+    code: str       # diverged | lr_too_high | lr_too_low | overfitting | underfitting | train_longer | early_best
+    #                 | noisy_val
     message: str    # what was seen, with numbers
     advice: str     # the next step to try
 

@@ -125,13 +125,14 @@ def _headline(run_dir: Path) -> str:
         return ""
     s = _read_summary(run_dir / "summary.json")
     status = status_shown(s)
-    text = f"**Status: {status}**" + (f": {s['reason']}" if s.get("reason") else "")
+    text = f"**Status: {status}**" + (f": {str(s['reason']).rstrip('.')}" if s.get("reason") else "")
     tested = [f"{label} {s[k]:.4g}" for k, label in (("test_acc", "test accuracy"), ("test_loss", "test loss"))
               if isinstance(s.get(k), (int, float))]
     if tested:
         text += ". Selected model: " + ", ".join(tested)
     if status in ("interrupted", "running or killed"):
-        text += ". The run did not finish: the curves below are those of what had finished, and the diagnosis reads them"
+        text += (". The run did not finish: the curves below are those of what had finished, and the diagnosis "
+                 "reads them")
     return text + "."
 
 

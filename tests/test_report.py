@@ -162,7 +162,8 @@ def test_the_report_opens_with_the_status_and_shows_csv_cells_as_written(tmp_pat
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     first = md.split("## Diagnosis")[0]
-    assert "**Status: interrupted**: interrupted (Ctrl-C) after 12 epochs. Selected model: test accuracy 0.8123" in first
+    assert ("**Status: interrupted**: interrupted (Ctrl-C) after 12 epochs. Selected model: test accuracy 0.8123"
+            in first)
     assert "did not finish" in first
     probes = md.split("## Table: probes.csv")[1].split("##")[0]
     assert probes.startswith(" (40 of 100 rows, evenly spaced")
