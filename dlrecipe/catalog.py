@@ -4,7 +4,8 @@ from __future__ import annotations
 
 def catalog() -> dict[str, list[tuple[str, str, str]]]:
     """{group: [(name, one-line summary, lecture files)]} over every registry."""
-    from . import augment, datafiles
+    from . import augment
+    from .data import files as datafiles
     from . import components as C
     from .data import DATASETS
     from .models import MODEL_KINDS

@@ -351,6 +351,19 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
         outputs = f"{data.num_outputs} classes" if r["task"] == "classification" else "regression"
+        if data.columns:
+            from rich.table import Table
+
+            table = Table(title="columns (encoder fitted on the training split)", title_justify="left")
+            for col in ("column", "dtype", "encoding"):
+                table.add_column(col)
+            for c in data.columns:
+                table.add_row(plain(c["column"]), plain(c["dtype"]), plain(c["encoding"]))
+            table.add_row(plain(r["data.target"]), "target", "class labels" if r["task"] == "classification"
+                          else "standardised with the training mean and std")
+            console.print(table)
+        for note in data.notes:
+            console.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
         console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {plain(r['data.source'])}, "
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import augment as A
 from . import components as C
-from .data import Data, batches
+from .data.prepare import Data, epoch_batches, eval_batches
 
 
 @dataclass
@@ -44,10 +44,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, loss
     """Mean loss (and accuracy for classification) of `model` in eval mode over (x, y)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+    loss_sum = torch.zeros((), device=y.device)
+    correct = torch.zeros((), device=y.device, dtype=torch.int64)
+    for i, xb in zip(range(0, len(x), batch_size), eval_batches(x, batch_size)):
+        yb = y[i:i + batch_size]
         out = _outputs(model, xb, task)
         loss_sum += loss_fn(out, yb) * len(xb)
         if task == "classification":
@@ -65,7 +65,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     """Softmax probabilities (N, C) in eval mode."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)])
+    out = torch.cat([model(xb).softmax(dim=1) for xb in eval_batches(x, batch_size)])
     model.train(was_training)
     return out
 
@@ -102,7 +102,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
     interruptible: Ctrl-C (KeyboardInterrupt) ends training like early stopping, status "interrupted", the
     unfinished epoch dropped and the best snapshot restored; otherwise it propagates (a search stops whole).
     """
-    task, device = data.task, data.x_train.device
+    task, device = data.task, data.y_train.device
     torch.manual_seed(seed)  # dropout, DropConnect and RReLU draw from the global generator
     order_gen = torch.Generator().manual_seed(seed)  # batch order
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -119,6 +119,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
     eval_bs = tr.get("eval_batch_size", 1024)
     limit = None if max_batches is None else max_batches * batch_size
     x_val, y_val = data.x_val[:limit], data.y_val[:limit]
+    epochs = epoch_batches(data.x_train, batch_size, order_gen)  # in memory: indexing; streamed: a DataLoader
 
     history: list[dict] = []
     best_value = -math.inf if monitor == "val_acc" else math.inf
@@ -135,10 +136,10 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
             targets_b: list[torch.Tensor] = []  # mixup's second labels (the first ones for other batches)
             lams: list[float] = []
             seen = 0
-            for step, idx in enumerate(batches(len(data.x_train), batch_size, order_gen, device)):
+            for step, (idx, xb) in enumerate(epochs):
                 if max_batches is not None and step >= max_batches:
                     break
-                xb, yb = data.x_train[idx], data.y_train[idx]
+                yb = data.y_train[idx]
                 yb_b, lam = None, 1.0
                 if augment:
                     xb, yb, yb_b, lam = A.apply(xb, yb, augment, aug_gen, **aug_cfg)

@@ -6,7 +6,6 @@ and every bias starts at 0; the output bias may start at the log class prior.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 
@@ -104,14 +103,13 @@ def build_cnn(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.M
 
 
 def build_python(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
-    """The user's own factory 'package.module:function', called as f(input_shape, num_outputs, **other_keys)."""
+    """The user's own factory 'package.module:function' or 'file.py:function' (found beside the recipe, in the
+    working folder or on sys.path), called as f(input_shape, num_outputs, **other_keys)."""
+    from .usercode import load_callable
+
     spec = cfg["factory"]
-    module_name, _, func_name = spec.partition(":")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
-        raise RecipeError(f"model.factory = {spec!r} cannot be imported: {e}") from None
-    ours = set(MODEL_KEYS_FOR_PYTHON)
+    func = load_callable(spec, "model.factory", cfg.get("_recipe_path"))
+    ours = set(MODEL_KEYS_FOR_PYTHON) | {"_recipe_path"}
     kwargs = {k: v for k, v in cfg.items() if k not in ours}
     model = func(input_shape, num_outputs, **kwargs)
     if not isinstance(model, nn.Module):
@@ -165,7 +163,7 @@ def output_prior(data) -> torch.Tensor | None:
 
 def build_model(recipe, data, *, seed: int | None = None) -> nn.Module:
     """The recipe's model for `data`'s input shape and outputs, initialised with a seeded generator."""
-    cfg = recipe.section("model")
+    cfg = {**recipe.section("model"), "_recipe_path": recipe.path}  # a factory module is looked for beside it
     torch.manual_seed(recipe["seed"] if seed is None else seed)
     builder: Callable = MODEL_KINDS[cfg["kind"]].build
     model = builder(data.input_shape, data.num_outputs, cfg)

@@ -16,7 +16,7 @@ import tomli_w
 
 from . import components as C
 from .augment import AUGMENTATIONS
-from .datafiles import FORMATS
+from .data.files import FORMATS
 from .errors import RecipeError
 
 TASKS = ("classification", "regression")
@@ -60,6 +60,22 @@ SCHEMA: dict[str, Key] = {
     "data.n_samples": Key("int", 1000, "examples generated for spiral / xor", lo=10),
     "data.noise": Key("float", 0.2, "noise of the generated spiral / xor data", lo=0),
     "data.classes": Key("int", 3, "arms of the generated spiral", lo=2),
+    "data.features": Key("list[str]", [], "table columns to use as features (default: every column but the target "
+                         "and data.drop)"),
+    "data.drop": Key("list[str]", [], "table columns to leave out (ids, leaks, other targets)"),
+    "data.categorical": Key("list[str]", [], "table columns to one-hot encode although they hold numbers (codes); "
+                            "text and boolean columns are categories anyway"),
+    "data.missing": Key("str", "impute", "blank table cells: impute (median / most frequent, plus a missing "
+                        "indicator, fitted on the training split), drop the rows, or error",
+                        choices=("impute", "drop", "error")),
+    "data.image_size": Key("list[int]", [], "imagefolder: resize every image to [H, W] (default: the first "
+                           "image's size)"),
+    "data.channels": Key("int", None, "imagefolder: 1 (grey) or 3 (RGB) (default: the first image's)",
+                         choices=None, lo=1, hi=3),
+    "data.in_memory": Key("bool", None, "false: stream examples from disk through a DataLoader (data larger than "
+                          "memory; default: true for files and image folders, false for a hook's Dataset)"),
+    "data.workers": Key("int", None, "DataLoader worker processes for streamed data (default: cores - 1, at most "
+                        "4; 0 = read in the main process)", lo=0),
     # [model]
     "model.kind": Key("str", "mlp", "mlp, cnn or python (your own factory)", choices=("mlp", "cnn", "python")),
     "model.hidden": Key("list[int]", [128, 128], "hidden layer sizes (cnn: the head after the conv stack)"),
@@ -83,7 +99,7 @@ SCHEMA: dict[str, Key] = {
     "model.kernel_size": Key("int", 3, "cnn: kernel size (odd: 'same' padding)", lo=1),
     "model.pool": Key("str", "max", "cnn: pooling after each conv block", choices=("max", "avg", "none")),
     "model.pool_size": Key("int", 2, "cnn: pooling window and stride", lo=1),
-    "model.factory": Key("str", "", "python: 'package.module:function' returning an nn.Module"),
+    "model.factory": Key("str", "", "python: 'package.module:function' or 'file.py:function' (looked for beside the recipe, in the working folder, on sys.path) returning an nn.Module"),
     # [train]
     "train.optimizer": Key("str", "sgd", "optimizer", choices=_names(C.OPTIMIZERS)),
     "train.lr": Key("float", 0.01, "learning rate", lo=0, lo_open=True),
@@ -179,6 +195,28 @@ def _check_range(key: str, value: Any, spec: Key) -> None:
             lo = "" if spec.lo is None else f"{'>' if spec.lo_open else '>='} {spec.lo:g}"
             hi = "" if spec.hi is None else f"{'<' if spec.hi_open else '<='} {spec.hi:g}"
             raise RecipeError(f"{key} = {_fmt(v)} is out of range: allowed {' and '.join(x for x in (lo, hi) if x)}")
+
+
+def reference_row(key: str) -> str:
+    """The README's key-reference row for one schema key: | `key` | type | `default` | meaning (allowed) |."""
+    spec = SCHEMA[key]
+    default = "-" if spec.default is None else (f'"{spec.default}"' if isinstance(spec.default, str)
+                                                else _fmt(spec.default))
+    allowed = []
+    if spec.choices:
+        allowed.append(", ".join(spec.choices))
+    if spec.lo is not None:
+        allowed.append(f"{'>' if spec.lo_open else '>='} {spec.lo:g}")
+    if spec.hi is not None:
+        allowed.append(f"{'<' if spec.hi_open else '<='} {spec.hi:g}")
+    extra = f" ({' and '.join(allowed) if not spec.choices else '; '.join(allowed)})" if allowed else ""
+    return f"| `{key}` | {spec.type} | `{default}` | {spec.help}{extra} |"
+
+
+def reference_table() -> str:
+    """Every key as the README's Markdown table (the README's copy is checked against this by a test)."""
+    return "\n".join(["| key | type | default | allowed / meaning |", "|---|---|---|---|",
+                      *(reference_row(k) for k in SCHEMA)])
 
 
 def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -290,8 +328,12 @@ def validate(flat: dict[str, Any], *, path: Path | None = None) -> Recipe:
 
 
 def _check_combinations(v: dict[str, Any], path: Path | None) -> None:
-    from .data import DATASETS, resolve_source  # data imports torch: only when validating
+    from .data import DATASETS, is_hook, resolve_source  # data imports torch: only when validating
 
+    if v["data.channels"] not in (None, 1, 3):
+        raise RecipeError(f"data.channels = {v['data.channels']} is not allowed: 1 (grey) or 3 (RGB)")
+    if v["data.image_size"] and (len(v["data.image_size"]) != 2 or min(v["data.image_size"]) < 1):
+        raise RecipeError(f"data.image_size = {v['data.image_size']} is not allowed: [H, W], positive sizes")
     if v["data.source"] is None:
         raise RecipeError("data.source is missing: name an embedded dataset (" + ", ".join(DATASETS)
                           + ") or a file path")
@@ -305,7 +347,7 @@ def _check_combinations(v: dict[str, Any], path: Path | None) -> None:
         if ds_task != v["task"]:
             raise RecipeError(f"task = {v['task']!r} does not fit data.source = {name!r}, a {ds_task} dataset: "
                               f"set task = {ds_task!r}")
-    else:
+    elif not is_hook(name, path):
         resolve_source(name, v["data.format"], path)  # raises RecipeError naming the missing file
     for aug in v["data.augment"]:
         if aug not in AUGMENTATIONS:

@@ -84,9 +84,9 @@ def test_debug_shows_the_traceback():
 
 def test_unreadable_data_file_exit_2(tmp_path):
     bad = tmp_path / "broken.csv"
-    bad.write_text("a,b,target\n1,x,0\n2,y,1\n" * 10)
+    bad.write_text("a,b,label\n1,x,0\n2,y,1\n" * 10)  # the recipe's target column is not in the file
     res = _invoke("train", DIGITS, "--runs-dir", tmp_path / "runs", "--set", f"data.source={str(bad)!r}")
-    assert res.exit_code == 2 and "non-numeric" in res.output and "b" in res.output
+    assert res.exit_code == 2 and "target column 'target' not found" in res.output and "a, b, label" in res.output
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,4 +1,4 @@
-"""Tests for dlrecipe.datafiles: real files in every format are written to tmp_path and read back."""
+"""Tests for dlrecipe.data.files: real files in every format are written to tmp_path and read back."""
 
 import gzip
 import struct
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrecipe.datafiles import CIFAR10_CLASSES, FORMATS, RawData, read_file
+from dlrecipe.data.files import CIFAR10_CLASSES, FORMATS, RawData, read_file
 from dlrecipe.errors import DataError
 
 # ----------------------------------------------------------------------------- helpers
@@ -80,8 +80,8 @@ def test_csv_string_target_classification(tmp_path):
     assert isinstance(data, RawData)
     assert data.classes == ["ant", "cat", "dog"]
     assert data.y.dtype == np.int64 and data.y.tolist() == [2, 1, 0, 1]
-    assert data.x.dtype == np.float32 and data.x.shape == (4, 2)
-    np.testing.assert_array_equal(data.x, df[["a", "b"]].to_numpy(np.float32))
+    assert list(data.x.columns) == ["a", "b"]  # features stay a table: encoded after the split (tables.py)
+    np.testing.assert_array_equal(data.x.to_numpy(np.float32), df[["a", "b"]].to_numpy(np.float32))
     assert data.x_test is None and data.y_test is None
 
 
@@ -93,7 +93,7 @@ def test_csv_target_in_middle_and_regression(tmp_path):
     assert data.classes is None
     assert data.y.dtype == np.float32
     np.testing.assert_array_equal(data.y, np.array([0.1, 0.2, 0.3], np.float32))
-    np.testing.assert_array_equal(data.x, np.array([[1, 7], [2, 8], [3, 9]], np.float32))
+    np.testing.assert_array_equal(data.x.to_numpy(np.float32), np.array([[1, 7], [2, 8], [3, 9]], np.float32))
 
 
 def test_parquet_roundtrip_with_integer_labels_remapped(tmp_path):
@@ -104,7 +104,7 @@ def test_parquet_roundtrip_with_integer_labels_remapped(tmp_path):
     for name in ("d.parquet", "d.pq"):
         df.to_parquet(tmp_path / name)
         data = read_file(tmp_path / name, "auto", "y", "classification")
-        np.testing.assert_array_equal(data.x, x)
+        np.testing.assert_array_equal(data.x.to_numpy(np.float32), x)
         assert data.classes == ["3", "5", "7"]
         assert data.y.tolist() == [1, 0, 2, 2, 0, 1]
 
@@ -113,7 +113,7 @@ def test_explicit_format_overrides_extension(tmp_path):
     path = tmp_path / "table.dat"
     pd.DataFrame({"a": [1.5, 2.5], "y": [0, 1]}).to_parquet(path)
     data = read_file(path, "parquet", "y", "classification")
-    np.testing.assert_array_equal(data.x, [[1.5], [2.5]])
+    np.testing.assert_array_equal(data.x.to_numpy(), [[1.5], [2.5]])
 
 
 def test_table_missing_target_lists_columns(tmp_path):
@@ -126,21 +126,21 @@ def test_table_missing_target_lists_columns(tmp_path):
     assert "\n" not in msg
 
 
-def test_table_non_numeric_feature_is_named(tmp_path):
+def test_table_text_feature_is_kept_for_encoding(tmp_path):
     path = tmp_path / "x.csv"
     pd.DataFrame({"a": [1, 2], "colour": ["red", "blue"], "y": [0, 1]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"non-numeric feature column\(s\): colour"):
-        read_file(path, "auto", "y", "classification")
+    data = read_file(path, "auto", "y", "classification")
+    assert data.x["colour"].tolist() == ["red", "blue"]
 
 
-def test_table_missing_values_named_with_count(tmp_path):
+def test_table_missing_values_named_with_count_when_refused(tmp_path):
     path = tmp_path / "x.csv"
-    pd.DataFrame({"a": [1.0, None, None], "b": [1, 2, 3], "y": [0, 1, 0]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"'a' \(2\)"):
-        read_file(path, "auto", "y", "classification")
+    pd.DataFrame({"a": [1.0, None, None], "b": [1, None, 3], "y": [0, 1, 0]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"'a' \(2\), 'b' \(1\) with data.missing = 'error'"):
+        read_file(path, "auto", "y", "classification", {"missing": "error"})
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["u", None, "v"]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"'y' \(1\)"):
-        read_file(path, "auto", "y", "classification")
+    data = read_file(path, "auto", "y", "classification")  # a blank target: the row is dropped, and said
+    assert data.y.tolist() == [0, 1] and data.notes == ["1 row(s) with a blank target 'y' dropped"]
 
 
 def test_regression_target_must_be_numeric(tmp_path):
@@ -303,7 +303,7 @@ def test_cifar_errors(tmp_path):
 def test_read_file_dispatch_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_file(tmp_path / "nope.csv", "auto", "y", "classification")
-    with pytest.raises(DataError, match='data.format = "idx"'):
+    with pytest.raises(DataError, match='data.format = "imagefolder".*"idx"'):
         read_file(tmp_path, "auto", "y", "classification")
     odd = tmp_path / "data.xlsx"
     odd.write_text("x")
@@ -316,7 +316,7 @@ def test_read_file_dispatch_errors(tmp_path):
 
 
 def test_formats_listing():
-    assert set(FORMATS) == {"auto", "csv", "parquet", "npz", "idx", "cifar10"}
+    assert set(FORMATS) == {"auto", "csv", "parquet", "npz", "idx", "cifar10", "imagefolder"}
     assert all(isinstance(v, str) and v and "\n" not in v for v in FORMATS.values())
 
 

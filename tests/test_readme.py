@@ -18,3 +18,10 @@ def test_every_command_has_a_section():
     names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
     missing = [n for n in names if f"### dlrecipe {n}" not in README]
     assert not missing, missing
+
+
+def test_the_key_reference_is_the_schema():
+    """The README's key table is what `reference_table()` renders (regenerate it from there after a schema change)."""
+    from dlrecipe.recipe import reference_table
+
+    assert reference_table() in README

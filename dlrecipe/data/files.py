@@ -1,16 +1,17 @@
-"""Readers for user data files: CSV/Parquet tables, .npz arrays, MNIST-style IDX and CIFAR-10 binary.
+"""Readers for user data files: CSV/Parquet tables, .npz arrays, MNIST-style IDX, CIFAR-10 binary, image folders.
 
 Every reader returns a `RawData` with raw values (no scaling or normalisation: preprocessing is
-done elsewhere). Problems with a file are raised as one-line `DataError`s that name the file, what
-is wrong and what is expected.
+done elsewhere; a table's features stay a DataFrame, encoded after the split by `tables.py`). Problems with a
+file are raised as one-line `DataError`s that name the file, what is wrong and what is expected.
 """
 
 from __future__ import annotations
 
 import gzip
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,11 +19,13 @@ from dlrecipe.errors import DataError
 
 FORMATS = {
     "auto": "pick the reader from the file extension (.csv, .parquet/.pq, .npz); folders need an explicit format",
-    "csv": "CSV table with a header row: numeric feature columns plus the `data.target` column",
-    "parquet": "Parquet table (read with pyarrow): numeric feature columns plus the `data.target` column",
+    "csv": "CSV table with a header row: feature columns (numbers, text categories, blanks) and `data.target`",
+    "parquet": "Parquet table (read with pyarrow): feature columns (numbers, categories, blanks) and `data.target`",
     "npz": "numpy .npz archive with arrays x and y, optionally x_test and y_test",
     "idx": "folder of MNIST / Fashion-MNIST IDX files (train-*, optional t10k-*; .gz allowed)",
     "cifar10": "folder of CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin), also inside cifar-10-batches-bin/",
+    "imagefolder": "folder of images (PNG, JPEG, ...) in class sub-folders root/<class>/, or pre-split "
+                   "root/{train,val,test}/<class>/; read with Pillow",
 }
 
 TABLE_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
@@ -34,13 +37,18 @@ CIFAR10_CLASSES = [
 
 @dataclass
 class RawData:
-    """Arrays read from a data source, before splitting and preprocessing."""
+    """Examples read from a data source, before splitting and preprocessing."""
 
-    x: np.ndarray  # (N, *shape) float32 features
+    x: Any  # (N, *shape) float32 array, a DataFrame of table features, or `stream.Examples` (read on demand)
     y: np.ndarray  # (N,) int64 class ids (classification) or float32 targets (regression)
-    x_test: np.ndarray | None = None  # the source's own test split, if it has one
+    x_test: Any = None  # the source's own test split, if it has one
     y_test: np.ndarray | None = None
     classes: list[str] | None = None  # class names, index = class id (classification only)
+    x_val: Any = None  # the source's own validation split (pre-split image folders, data hooks)
+    y_val: np.ndarray | None = None
+    ids: dict[str, np.ndarray] = field(default_factory=dict)  # "train"/"val"/"test" -> row number or file name
+    notes: list[str] = field(default_factory=list)  # what was done to the data (rows dropped, files skipped)
+    image: dict | None = None  # image folders: {"size": [H, W], "channels": C}, what predict reads new images as
 
 
 def _err(path: Path, message: str) -> DataError:
@@ -56,6 +64,11 @@ def _encode_labels(
     Integer labels that already are 0..C-1 map to themselves, so they are kept as they are.
     """
     both = y if y_test is None else np.concatenate([y, y_test])
+    from .tables import looks_continuous
+
+    if both.dtype.kind in "iuf" and looks_continuous(both):
+        raise _err(path, f"the target looks continuous ({len(np.unique(both))} distinct numbers): did you mean "
+                         f"task = 'regression'?")
     try:
         values = np.unique(both)
     except TypeError as e:  # e.g. a mix of numbers and strings in an object column
@@ -91,12 +104,15 @@ def _targets(path: Path, task: str, y: np.ndarray, y_test: np.ndarray | None):
 # ----------------------------------------------------------------------------- tables
 
 
-def read_table(path: Path, target: str, task: str, *, kind: str | None = None) -> RawData:
-    """Read a CSV or Parquet table: every column except `target` is a numeric feature.
+def read_table(path: Path, target: str, task: str, *, kind: str | None = None, cfg: dict | None = None) -> RawData:
+    """Read a CSV or Parquet table: `data.target` is the label, the other columns (or `data.features`) are
+    features, kept as a DataFrame that `tables.py` encodes after the split.
 
     `kind` ("csv" or "parquet") overrides the guess from the file extension.
     """
     import pandas as pd
+
+    from .tables import frame_to_raw
 
     path = Path(path)
     if kind is None:
@@ -106,37 +122,9 @@ def read_table(path: Path, target: str, task: str, *, kind: str | None = None) -
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path)
-    except (OSError, ValueError, ImportError) as e:  # parser / pyarrow errors, shown on one line
+    except (OSError, ValueError, ImportError, UnicodeDecodeError) as e:  # parser / pyarrow errors, on one line
         raise _err(path, f"cannot read table ({type(e).__name__}: {e})") from None
-    columns = [str(c) for c in df.columns]
-    df.columns = columns
-    if target not in columns:
-        raise _err(path, f"target column '{target}' not found; columns are: {', '.join(columns)}")
-    features = [c for c in columns if c != target]
-    if not features:
-        raise _err(path, f"no feature columns besides target '{target}'; expected at least one")
-    if len(df) == 0:
-        raise _err(path, "table has no rows")
-    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise _err(
-            path,
-            f"non-numeric feature column(s): {', '.join(bad)}; features must be numbers "
-            f"(encode them or drop them)",
-        )
-    nans = {c: int(n) for c, n in df.isna().sum().items() if n}
-    if nans:
-        listing = ", ".join(f"'{c}' ({n})" for c, n in nans.items())
-        raise _err(path, f"missing values in column(s) {listing}; expected none (fill or drop those rows)")
-
-    x = df[features].to_numpy(dtype=np.float32)  # (N, F)
-    col = df[target]
-    if task == "classification":
-        y, _, classes = _encode_labels(path, col.to_numpy())
-        return RawData(x=x, y=y, classes=classes)
-    if not pd.api.types.is_numeric_dtype(col):
-        raise _err(path, f"target column '{target}' has dtype {col.dtype}; regression needs numbers")
-    return RawData(x=x, y=col.to_numpy(dtype=np.float32))
+    return frame_to_raw(df, {"target": target, **(cfg or {})}, task, str(path))
 
 
 # ----------------------------------------------------------------------------- npz
@@ -289,8 +277,9 @@ def read_cifar10(folder: Path, task: str) -> RawData:
 # ----------------------------------------------------------------------------- dispatch
 
 
-def read_file(path: Path, fmt: str, target: str, task: str) -> RawData:
-    """Read a data source with the reader for `fmt` ("auto" picks one from the extension)."""
+def read_file(path: Path, fmt: str, target: str, task: str, cfg: dict | None = None) -> RawData:
+    """Read a data source with the reader for `fmt` ("auto" picks one from the extension); `cfg` is the recipe's
+    [data] table (table columns, missing values, image size)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise _err(path, f"unknown data.format '{fmt}'; expected one of: {', '.join(FORMATS)}")
@@ -298,10 +287,17 @@ def read_file(path: Path, fmt: str, target: str, task: str) -> RawData:
         raise _err(path, "file or folder not found")
     if fmt == "auto":
         if path.is_dir():
-            raise _err(path, 'is a folder; set data.format = "idx" (MNIST files) or "cifar10" (CIFAR-10 binary batches)')
+            raise _err(path, 'is a folder; set data.format = "imagefolder" (images in class sub-folders), "idx" '
+                             '(MNIST files) or "cifar10" (CIFAR-10 binary batches)')
         fmt = TABLE_EXTENSIONS.get(path.suffix.lower())
         if fmt is None:
             raise _err(path, f"unknown extension '{path.suffix}'; expected one of: {', '.join(TABLE_EXTENSIONS)} (or set data.format)")
+    if fmt == "imagefolder":
+        from .images import read_imagefolder
+
+        if not path.is_dir():
+            raise _err(path, 'data.format = "imagefolder" needs a folder; got a file')
+        return read_imagefolder(path, cfg or {}, task)
     if fmt in ("idx", "cifar10"):
         if not path.is_dir():
             raise _err(path, f'data.format = "{fmt}" needs a folder; got a file')
@@ -310,4 +306,4 @@ def read_file(path: Path, fmt: str, target: str, task: str) -> RawData:
         raise _err(path, f'is a folder; data.format = "{fmt}" needs a file')
     if fmt == "npz":
         return read_npz(path, task)
-    return read_table(path, target, task, kind=fmt)
+    return read_table(path, target, task, kind=fmt, cfg=cfg)
