@@ -83,11 +83,17 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         result = run_train(r, device=device, runs_dir=runs_dir, smoke=smoke, progress=make_progress(quiet))
         s = result.summary
         table = Table(title=f"{r.name}: {s['status']}", title_justify="left")
-        for col in ("best epoch", "epochs run", "best val loss", "best val acc", "test loss", "test acc"):
+        cols = {"best epoch": "best_epoch", "epochs run": "epochs_run", "best val loss": "best_val_loss",
+                "best val acc": "best_val_acc", "test loss": "test_loss", "test acc": "test_acc"}
+        if "test_rmse" in s:  # regression: the error in the target's own units beside the standardised loss
+            del cols["best val acc"], cols["test acc"]
+            cols.update({"test RMSE": "test_rmse", "test MAE": "test_mae", "test R²": "test_r2"})
+        for col in cols:
             table.add_column(col, justify="right")
-        table.add_row(fmt(s["best_epoch"]), fmt(s["epochs_run"]), fmt(s.get("best_val_loss")),
-                      fmt(s.get("best_val_acc")), fmt(s.get("test_loss")), fmt(s.get("test_acc")))
+        table.add_row(*(fmt(s.get(k)) for k in cols.values()))
         console.print(table)
+        for note in s.get("data_notes", []):
+            err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 130 if s["status"] == "interrupted" else 0
     _guard(debug, body)
@@ -368,6 +374,41 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
                       f"of shape {shape}, {outputs}; model: {params:,} parameters", highlight=False, soft_wrap=True)
+    _guard(debug, body)
+
+
+@app.command()
+def predict(run_dir: Annotated[Path, typer.Argument(help="a run folder with a saved model (train, search, run)",
+                                                   metavar="RUN_DIR", show_default=False)],
+            input_path: Annotated[Path, typer.Argument(help="new data: a .csv / .parquet table (the training "
+                                                       "columns; the target column optional), an .npz with x, or "
+                                                       "an image folder", metavar="INPUT", show_default=False)],
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="write the predictions to this CSV "
+                                                        "file instead of a new run folder")] = None,
+            runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False) -> None:
+    """Use a trained model on new data: the training-time transform (table encoder, layout, preprocessing
+    statistics) is applied exactly, and one row per example is written.
+
+    Columns of predictions.csv: row (the input's row number, or the image file), prediction (a class name, or a
+    value in the target's own units), prob_<class> for each class, and target when the input has the labels (then
+    accuracy, or RMSE / MAE / R², is printed). Writes runs/<time>-<name>-predict/ (predictions.csv,
+    summary.json) unless --output is given. The model is loaded with weights_only=True and a table's encoder
+    from its skops file, checked against its SHA-256.
+
+    Examples: dlrecipe predict runs/<time>-penguins-train new_penguins.csv
+              dlrecipe predict runs/<time>-shapes-run new_images/ -o predictions.csv
+    """
+    def body():
+        from .predict import predict as run_predict
+
+        res = run_predict(run_dir, input_path, output=output, runs_dir=runs_dir)
+        s = res.summary
+        names = {"input_acc": "accuracy", "input_rmse": "RMSE", "input_mae": "MAE", "input_r2": "R²"}
+        scores = ", ".join(f"{names[k]} {fmt(v)}" for k, v in s.items() if k in names)
+        where = res.run_dir / "predictions.csv" if res.run_dir is not None else output
+        console.print(f"{s['rows']} predictions by {plain(s['model'])}" + (f"; against the input's labels: "
+                      f"{scores}" if scores else "") + f"\npredictions: {plain(where)}", highlight=False,
+                      soft_wrap=True)
     _guard(debug, body)
 
 

@@ -61,6 +61,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, loss
 
 
 @torch.no_grad()
+def predict_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The model's raw outputs (N, C) in eval mode: logits, or standardised regression values."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(xb) for xb in eval_batches(x, batch_size)])
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities (N, C) in eval mode."""
     was_training = model.training

@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .display import NullProgress
 from .runs import CsvLog, resolve_device, start_run, write_json
 
@@ -36,6 +38,7 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     from .augment import config as augment_config
     from .loop import evaluate, fit, loss_function
     from .models import build_model, count_parameters
+    from .predict import save_model
 
     progress = progress or NullProgress()
     seed = recipe["seed"] if seed is None else seed
@@ -61,12 +64,13 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
                          interruptible=interruptible)
         finally:
             progress.close()
-    torch.save(model.state_dict(), run_dir / "model.pt")
+    save_model(run_dir, model, data, recipe)
     limit = None if max_batches is None else max_batches * d["batch_size"]
     test = {}
     if len(data.x_test) and result.best_epoch is not None:
         test = evaluate(model, data.x_test[:limit], data.y_test[:limit], recipe.task,
                         loss_function(recipe.task, tr), tr["eval_batch_size"])
+        test.update(write_test_predictions(run_dir, model, data, limit, tr["eval_batch_size"]))
     summary = {
         "name": recipe.name, "command": "train", "status": result.status, "reason": result.reason,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -74,9 +78,29 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
         **{f"test_{k}": v for k, v in test.items()},
         "parameters": count_parameters(model), "seconds": time.perf_counter() - t0, "smoke": smoke,
         "seed": seed, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"data_notes": data.notes} if data.notes else {}),
     }
     write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary, result.history)
+
+
+def write_test_predictions(run_dir: Path, model, data, limit: int | None = None, batch_size: int = 1024) -> dict:
+    """test_predictions.csv (the source's row or file, prediction, probabilities, target) for the tested model;
+    returns the test metrics in the target's own units for regression (RMSE, MAE, R²), else nothing."""
+    from .predict import metrics_of, predictions_table
+
+    meta = {"task": data.task, "classes": data.classes, "target_mean": data.target_mean,
+            "target_std": data.target_std}
+    y = data.y_test[:limit].cpu().numpy()
+    if data.task == "classification":
+        names = data.classes or [str(i) for i in range(data.num_outputs)]
+        y_true = [names[i] for i in y]
+    else:
+        y_true = y.astype(np.float64) * data.target_std + data.target_mean
+    ids = data.ids.get("test", np.arange(len(data.y_test)))[:len(y)]
+    table = predictions_table(model, data.x_test[:limit], meta, ids, y_true, batch_size)
+    table.to_csv(run_dir / "test_predictions.csv", index=False)
+    return metrics_of(table, data.task) if data.task == "regression" else {}
 
 
 def train(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", smoke: bool = False,

@@ -25,7 +25,8 @@ ALLOWED = ("(x, y) arrays or tensors, a pandas DataFrame (with data.target), a t
 
 def _is_dataset(obj) -> bool:
     return isinstance(obj, torch.utils.data.Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
-                                                         and not isinstance(obj, (tuple, list, dict, np.ndarray)))
+                                                         and not isinstance(obj, (tuple, list, dict, str, bytes,
+                                                                                  np.ndarray)))
 
 
 def _part(obj, where: str, cfg: dict, task: str):

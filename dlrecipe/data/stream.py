@@ -107,9 +107,11 @@ class _EpochBatches(torch.utils.data.Sampler):
     def __init__(self, n: int, batch_size: int, generator: torch.Generator | None):
         self.n, self.batch_size, self.generator = n, batch_size, generator
 
-    def __iter__(self):
+    def __iter__(self):  # a generator: the permutation is drawn at the first batch (a DataLoader calls iter()
+        # once more than it iterates, which must not advance the generator)
         order = torch.arange(self.n) if self.generator is None else torch.randperm(self.n, generator=self.generator)
-        return iter(b.tolist() for b in order.split(self.batch_size))
+        for b in order.split(self.batch_size):
+            yield b.tolist()
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
