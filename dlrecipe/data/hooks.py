@@ -37,7 +37,7 @@ def _part(obj, where: str, cfg: dict, task: str):
         from .tables import frame_to_raw
 
         raw = frame_to_raw(obj, cfg, task, where, encode_target=False)
-        return raw.x, raw.y
+        return raw.x, raw.y, raw.notes
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         x = _array(obj[0], f"{where} x")
         y = obj[1].detach().cpu().numpy() if isinstance(obj[1], torch.Tensor) else np.asarray(obj[1])
@@ -46,12 +46,12 @@ def _part(obj, where: str, cfg: dict, task: str):
         if x.ndim < 2 or len(x) != len(y):
             raise DataError(f"{where}: x has shape {tuple(x.shape)} and y {len(y)} rows; expected x (N, ...) and "
                             f"y (N,) with the same N")
-        return x, y
+        return x, y, []
     if _is_dataset(obj):
         if len(obj) == 0:
             raise DataError(f"{where}: the Dataset is empty")
         ex = Examples(obj)
-        return ex, np.asarray(ex.labels())
+        return ex, np.asarray(ex.labels()), []
     raise DataError(f"{where} is {type(obj).__name__}; allowed: {ALLOWED}")
 
 
@@ -73,11 +73,11 @@ def load_hook(spec: str, cfg: dict, seed: int, task: str, recipe_path: Path | No
         parts = {k: _part(v, f"{where} [{k!r}]", cfg, task) for k, v in out.items()}
     else:
         parts = {"train": _part(out, f"{where} returned value", cfg, task)}
-    kinds = {type(x).__name__ for x, _ in parts.values()}
+    kinds = {type(x).__name__ for x, _, _ in parts.values()}
     if len(kinds) > 1:
         raise DataError(f"{where}: the splits mix {', '.join(sorted(kinds))}; return the same kind for every split")
     classes = None
-    ys = {k: y for k, (_, y) in parts.items()}
+    ys = {k: y for k, (_, y, _) in parts.items()}
     if task == "classification":
         labels = [ys[k] for k in ys]
         both = np.concatenate([np.asarray(a, dtype=object if a.dtype.kind in "OUS" else a.dtype) for a in labels])
@@ -90,7 +90,9 @@ def load_hook(spec: str, cfg: dict, seed: int, task: str, recipe_path: Path | No
                 raise DataError(f"{where} [{k!r}]: targets have dtype {y.dtype}; regression needs numbers")
         ys = {k: y.astype(np.float32) for k, y in ys.items()}
     raw = RawData(x=parts["train"][0], y=ys["train"], classes=classes,
-                  notes=[f"data from {spec} ({', '.join(f'{k}: {len(y)}' for k, y in ys.items())} examples)"])
+                  notes=[f"data from {spec}: " + (", ".join(f"{k} {len(y)}" for k, y in ys.items()) if len(ys) > 1
+                                                  else f"{len(ys['train'])}") + " examples"]
+                  + [n for _, _, notes in parts.values() for n in notes])
     if "val" in parts:
         raw.x_val, raw.y_val = parts["val"][0], ys["val"]
     if "test" in parts:
