@@ -364,3 +364,52 @@ def test_predict_on_a_folder_of_new_images_and_errors(tmp_path, one_thread):
         predict(tmp_path, new)
     with pytest.raises(UserError, match="trained on a table|csv, .parquet, .npz"):
         predict(res.run_dir, tmp_path / "p.csv")
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from dlrecipe.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_validate_shows_each_column_and_its_encoding(tmp_path):
+    _messy_table().to_csv(tmp_path / "t.csv", index=False)
+    path = _recipe(tmp_path, f'[data]\nsource = "{tmp_path / "t.csv"}"\ntarget = "label"\n')
+    res = _cli("validate", path)
+    assert res.exit_code == 0, res.output
+    colour = next(line for line in res.output.splitlines() if "colour" in line)
+    assert "category: one-hot, 3 values" in colour
+    assert "note: column(s) 'empty' blank in every row: dropped" in res.output
+    assert "of shape 9, 3 classes" in res.output
+
+
+def test_predict_cli_on_channels_last_npz_and_one_line_errors(tmp_path, one_thread):
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    x = rng.normal(size=(120, 4, 4, 3)).astype(np.float32)
+    x[y == 1, :, :, 0] += 2.0  # (N, H, W, C): class 1 is redder
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "new.npz", x=x[:10])
+    path = _recipe(tmp_path, f'[data]\nsource = "{tmp_path / "train.npz"}"\n[train]\nepochs = 5\n')
+    res = _cli("train", path, "--runs-dir", tmp_path / "runs", "-q")
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    res = _cli("predict", run, tmp_path / "new.npz", "-o", tmp_path / "p.csv")
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["row", "prediction", "prob_0", "prob_1"] and len(table) == 10
+    assert (table["prediction"] == y[:10]).mean() >= 0.8
+    for bad, words in ((tmp_path / "missing.npz", "no such file"), (tmp_path / "t.toml", "reads .csv, .parquet"),
+                       (tmp_path / "runs", "is a folder")):
+        if bad.suffix == ".toml":
+            bad.write_text("x")
+        res = _cli("predict", run, bad)
+        assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output, res.output
+    np.savez(tmp_path / "odd.npz", x=x[:3, :2])  # examples of another shape
+    res = _cli("predict", run, tmp_path / "odd.npz", "-o", tmp_path / "q.csv")
+    assert res.exit_code == 2 and "the model takes [3, 4, 4]" in res.output, res.output
