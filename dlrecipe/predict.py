@@ -239,16 +239,21 @@ def predict(run_dir: Path, input_path: Path, *, output: Path | None = None, runs
 
     bundle = load_bundle(run_dir)
     raw_x, y, ids = read_input(input_path, bundle)
+    t, want = bundle.transform, tuple(bundle.meta["input_shape"])
+    raw_shape = list(t.raw_shape)
+    if raw_shape and list(np.shape(raw_x)[1:]) != raw_shape:
+        raise DataError(f"{input_path}: examples of shape {list(np.shape(raw_x)[1:])}; the model was trained on "
+                        f"{raw_shape} (it takes {list(want)} after the training transform)")
     try:
-        x = torch.as_tensor(bundle.transform(raw_x))
+        encoded = t.encode(raw_x)
+        if tuple(encoded.shape[1:]) != want:
+            raise DataError(f"{input_path}: examples of shape {list(encoded.shape[1:])} after the training "
+                            f"transform; the model takes {list(want)}")
+        x = torch.as_tensor(t.normalise(encoded))
     except DataError:
         raise
     except (ValueError, KeyError, TypeError) as e:  # a table missing a column, an array of the wrong shape
         raise DataError(f"{input_path} does not fit the model's inputs: {' '.join(str(e).split())[:300]}") from None
-    want = tuple(bundle.meta["input_shape"])
-    if tuple(x.shape[1:]) != want:
-        raise DataError(f"{input_path}: examples of shape {list(x.shape[1:])} after the training transform; the "
-                        f"model takes {list(want)}")
     table = predictions_table(bundle.model, x, bundle.meta, ids, y, batch_size)
     summary = {"command": "predict", "status": "completed", "model": str(bundle.folder), "input": str(input_path),
                "rows": len(table), **{f"input_{k}": v for k, v in metrics_of(table, bundle.meta["task"]).items()},

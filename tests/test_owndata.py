@@ -412,4 +412,4 @@ def test_predict_cli_on_channels_last_npz_and_one_line_errors(tmp_path, one_thre
         assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output, res.output
     np.savez(tmp_path / "odd.npz", x=x[:3, :2])  # examples of another shape
     res = _cli("predict", run, tmp_path / "odd.npz", "-o", tmp_path / "q.csv")
-    assert res.exit_code == 2 and "the model takes [3, 4, 4]" in res.output, res.output
+    assert res.exit_code == 2 and "examples of shape [2, 4, 3]; the model was trained on [4, 4, 3]" in res.output
