@@ -439,7 +439,8 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
 
     from .runs import list_runs
 
-    rows = list_runs(runs_dir)[:limit]
+    rows = []
+    _guard(False, lambda: rows.extend(list_runs(runs_dir)[:limit]))
     if not rows:
         console.print(f"no runs under {plain(runs_dir)}", soft_wrap=True)
         return

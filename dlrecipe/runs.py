@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -34,11 +35,26 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+def slug(name: str) -> str:
+    """A run name as a safe folder-name part: letters, digits, '.', '_' and '-' only, no leading dots (a recipe is a
+    shared file: its name must not choose where dlrecipe writes, e.g. name = "../../escaped")."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return re.sub(r"\.{2,}", ".", out)[:80] or "run"
+
+
+def check_runs_dir(runs_dir: str | Path) -> Path:
+    """--runs-dir must be a folder (or not exist yet)."""
+    root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--runs-dir {str(root)!r} is a file: expected a folder (created when missing)")
+    return root
+
+
 def new_run_dir(runs_dir: str | Path, name: str, command: str) -> Path:
     """Create a fresh folder for one run; a second run in the same second gets a -2, -3, ... suffix."""
-    root = Path(runs_dir)
+    root = check_runs_dir(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{name}-{command}"
+    base = f"{stamp}-{slug(name)}-{command}"
     for i in range(1, 1000):
         path = root / (base if i == 1 else f"{base}-{i}")
         try:
@@ -46,6 +62,8 @@ def new_run_dir(runs_dir: str | Path, name: str, command: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as e:  # a read-only or full disk, a path through a file
+            raise UserError(f"cannot create a run folder under {root}: {e.strerror or e}") from None
     raise UserError(f"cannot create a run folder under {root}: too many runs named {base}")
 
 
@@ -175,9 +193,15 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One dict per run folder under runs_dir (newest first), from its summary.json and recipe name."""
     root = Path(runs_dir)
     rows = []
+    check_runs_dir(root)
     for d in sorted(root.glob("*/"), reverse=True):
         summary_path = d / "summary.json"
-        summary = read_json(summary_path) if summary_path.is_file() else {}
+        try:
+            summary = read_json(summary_path) if summary_path.is_file() else {}
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # a truncated or foreign file: listed as such, never a crash
+            summary = {"status": "unreadable", "reason": f"summary.json: {e}"}
         rows.append({
             "run": d.name, "name": summary.get("name", "?"), "command": summary.get("command", "?"),
             "status": status_shown(summary),
