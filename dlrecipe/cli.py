@@ -261,7 +261,7 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
 
 
 SANITY_STATUS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
-SANITY_HELP = (  # the thresholds are dlrecipe/sanity.py's constants (tests/test_sanity.py keeps the two in step)
+SANITY_HELP = (  # the thresholds are dlrecipe/sanity/*.py constants (tests/test_sanity.py keeps the two in step)
     "Steps 1 and 2 of the recipe: is the setup broken? Six checks of the model at initialisation, each pass, warn "
     "or fail with the likely cause and what to try.\n\n"
     "[bold]init_loss[/]: weight decay and dropout off, the mean loss of 4 batches against log C (regression: "
