@@ -287,7 +287,7 @@ def test_run_folder_holds_every_output(tmp_path):
     (run,) = tmp_path.iterdir()
     assert run.name.endswith("-digits_mlp-sanity")
     for name in ("sanity.csv", "layers.csv", "overfit.csv", "summary.json", "overfit.png", "layers.png",
-                 "recipe.toml", "env.json"):
+                 "batch.png", "batch.csv", "recipe.toml", "env.json"):
         assert (run / name).is_file(), name
     checks = pd.read_csv(run / "sanity.csv")
     assert list(checks["check"]) == list(S.CHECKS) and set(checks["status"]) == {"pass"}
@@ -298,6 +298,25 @@ def test_run_folder_holds_every_output(tmp_path):
     assert overfit["iteration"].iloc[0] == 0 and overfit["sample_acc"].dropna().iloc[-1] == 1.0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["command"] == "sanity" and summary["status"] == "pass"
+    assert summary["figures"] == ["batch.png", "layers.png", "overfit.png"]
+    stats = pd.read_csv(run / "batch.csv")  # the first batch after standardisation and mixup: one channel
+    assert list(stats.columns) == ["channel", "mean", "std", "min", "max"] and len(stats) == 1
+
+
+def test_the_first_batch_is_the_one_fit_trains_on():
+    """Visualise just before the net: the batch sanity draws is fit's first batch, augmentation included."""
+    from dlrecipe import augment as A
+    from dlrecipe.data import load_data
+    from dlrecipe.sanity.first_batch import feature_stats, first_batch
+
+    r = load(DIGITS, ["data.augment=['jitter']"])
+    data = load_data(r, "cpu")
+    x, y, y_b, lam = first_batch(r, data)
+    idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(r["seed"]))[:64]
+    want = A.jitter(data.x_train[idx], torch.Generator().manual_seed(r["seed"] + 1), r["data.jitter"])
+    assert torch.equal(y, data.y_train[idx]) and torch.allclose(x, want) and y_b is None and lam == 1.0
+    (row,) = feature_stats(x)
+    assert row["mean"] == pytest.approx(float(x.double().mean())) and row["max"] == pytest.approx(float(x.max()))
 
 
 def test_run_sanity_restores_torch_threads():

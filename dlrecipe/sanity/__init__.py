@@ -5,6 +5,14 @@ checks work on copies), the data and the recipe from a `Context` (base.py) and r
 (pass / warn / fail / skip), observed, expected, advice. runner.py holds the registry and `run_sanity`, which runs
 them in order, writes the run folder (outputs.py) and returns a `SanityResult`:
 
+  labels             a split with one class, classes only in val/test, labels outside [0, C), a continuous target
+  unregistered       layers in a plain list/dict, tensors that are not parameters: never trained nor moved
+  nan_forward        the first module whose output turns NaN/Inf, or the parameter whose gradient does
+  logits             probabilities (softmax, sigmoid) or a clamp after the last layer where logits belong
+  uses_input         outputs identical for every example, or with zero gradient on the input
+  batch_independence example i's output depends on other examples (eval mode): where the batch gets mixed
+  eval_deterministic two eval-mode passes differ (dropout forced on, noise in forward)
+  gradient_flow      parameters no gradient reaches (detach, no_grad, unused layer); frozen ones (a warning)
   init_loss          loss at init against log C (regression: predicting the target mean), weight decay off
   gradient_check     central differences in float64 against backprop, a sample of parameters in every layer
   layer_health       per-layer activation mean/std, saturation, dead and identical units, gradient norms
@@ -15,8 +23,18 @@ them in order, writes the run folder (outputs.py) and returns a `SanityResult`:
 Every threshold is a named constant in its check's module, with the reason for its value; the lectures give none of
 them except log C and the 6-layer 4096-unit experiment (LECTURES.md: Diagnostics).
 """
-from ..errors import UserError  # noqa: I001 (grouped by check, as the package's files are)
-from .base import INPUT_SCALE_WARN, OVERFIT_FLAT, Check, Context, SanityResult, check_copy, input_rms
+# ruff: noqa: F401, I001 (the public names, re-exported and grouped by check module)
+from ..errors import UserError
+from .base import INPUT_SCALE_WARN, OVERFIT_FLAT, Check, Context, SanityResult, check_copy, input_rms, not_already
+from .batch_independence import check_batch_independence
+from .eval_deterministic import check_eval_deterministic
+from .gradient_flow import check_gradient_flow
+from .labels import check_labels
+from .logits import check_logits
+from .nan_forward import check_nan_forward
+from .preflight import first_forward, unregistered
+from .unregistered import check_unregistered
+from .uses_input import check_uses_input
 from .gradient_check import (GRADCHECK_BATCH, GRADCHECK_EPS, GRADCHECK_FAIL, GRADCHECK_FLOOR, GRADCHECK_PROBES,
                              GRADCHECK_WARN, KINKED, check_gradients, gradient_check)
 from .init_loss import (INIT_LOSS_BATCHES, INIT_LOSS_FAIL, INIT_LOSS_LOW, INIT_LOSS_WARN, check_init_loss,
@@ -32,19 +50,3 @@ from .overfit_small import (OVERFIT_BATCHES, OVERFIT_BOUNCE, OVERFIT_FLAT_STOP, 
                             OVERFIT_WARN_ACC, check_overfit_small, diagnose, overfit_attempt)
 from .runner import CHECKS, REGISTRY, SANITY_CPU_THREADS, parse_only, run_sanity
 from .update_ratio import UPDATE_RATIO_FAIL, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, check_update_ratio, update_ratios
-
-__all__ = [
-    "ACTIVATIONS", "ACT_STD_FAIL", "CHECKS", "COLLAPSE_FAIL", "COLLAPSE_WARN", "DEAD_FAIL", "DEAD_WARN",
-    "DUPLICATE_FAIL", "EXPLODE_FAIL", "EXPLODE_WARN", "GRADCHECK_BATCH", "GRADCHECK_EPS", "GRADCHECK_FAIL",
-    "GRADCHECK_FLOOR", "GRADCHECK_PROBES", "GRADCHECK_WARN", "GRAD_RATIO_FAIL", "GRAD_RATIO_WARN",
-    "INDEP_MIN_GAIN", "INDEP_STEPS", "INDEP_VAL_EXAMPLES", "INIT_LOSS_BATCHES", "INIT_LOSS_FAIL", "INIT_LOSS_LOW",
-    "INIT_LOSS_WARN", "INPUT_SCALE_WARN", "KINKED", "LAYER_BATCH", "LAYER_COLUMNS", "OVERFIT_BATCHES",
-    "OVERFIT_BOUNCE", "OVERFIT_FLAT", "OVERFIT_FLAT_STOP", "OVERFIT_MAX_EXAMPLES", "OVERFIT_PASS_ACC",
-    "OVERFIT_REG_PASS", "OVERFIT_REG_WARN", "OVERFIT_RETRY_FACTORS", "OVERFIT_STEPS", "OVERFIT_WARN_ACC",
-    "REGISTRY", "SANITY_CPU_THREADS", "SATURATED_FAIL", "SATURATED_WARN", "SATURATION_SIGMOID", "SATURATION_TANH",
-    "UPDATE_RATIO_FAIL", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW", "ZERO_BELOW", "Check", "Context", "SanityResult",
-    "UserError", "check_copy", "check_gradients", "check_init_loss", "check_input_independent",
-    "check_layer_health", "check_overfit_small", "check_update_ratio", "diagnose", "expected_init_loss",
-    "gradient_check", "input_rms", "judge_layers", "layer_health", "overfit_attempt", "parse_only", "plot_layers",
-    "plot_overfit", "run_sanity", "update_ratios", "write_outputs"
-]

@@ -19,7 +19,7 @@ class Check:
     """One row of sanity.csv."""
 
     check: str
-    status: str                 # pass | warn | fail
+    status: str                 # pass | warn | fail | skip (the check could not run on this model)
     observed: str
     expected: str
     advice: str = ""
@@ -42,6 +42,7 @@ class Context:
     retry: bool = True
     earlier: dict[str, Check] = field(default_factory=dict)
     tables: dict[str, list[dict]] = field(default_factory=dict)
+    causes: tuple[str, ...] = ()  # checks whose failure is the cause of later failures (the runner's STRUCTURAL)
 
     @property
     def tr(self) -> dict:
@@ -51,14 +52,14 @@ class Context:
     def batch_size(self) -> int:
         return self.recipe["data.batch_size"]
 
-    def failure(self, *names: str) -> str:
-        """The advice of the first of these earlier checks that failed ("" when none did): the cause later checks
-        name instead of guessing their own."""
-        for name in names:
+    def cause(self, *extra: str) -> tuple[str, str]:
+        """(check, advice) of the first earlier check in `causes` (then `extra`) that failed, ("", "") when none
+        did: the cause a later check names instead of guessing one of its own."""
+        for name in (*self.causes, *extra):
             c = self.earlier.get(name)
             if c is not None and c.status == "fail":
-                return f"{c.advice} (found by {name})" if c.advice else f"{name} failed"
-        return ""
+                return name, c.advice or c.observed
+        return "", ""
 
 
 @dataclass
@@ -86,8 +87,13 @@ class SanityResult:
         if fails:
             first = next(c for c in self.checks if c.status == "fail")
             return f"FAIL: {', '.join(fails)} failed. {first.advice}"
+        skips = [c.check for c in self.checks if c.status == "skip"]
+        skipped = f"; {', '.join(skips)} could not run (see its row)" if skips else ""
         if warns:
-            return f"PASS with warnings ({', '.join(warns)}): the setup trains, but read the advice"
+            first = next(c for c in self.checks if c.status == "warn")
+            return f"PASS with warnings ({', '.join(warns)}){skipped}. {first.check}: {first.advice}"
+        if skips:
+            return f"PASS: {len(self.checks) - len(skips)} checks passed{skipped}"
         return f"PASS: all {len(self.checks)} checks passed; next step: dlrecipe lr-find"
 
     def to_json(self) -> str:
@@ -147,3 +153,71 @@ def _units(a: torch.Tensor) -> torch.Tensor:
 def input_rms(x: torch.Tensor) -> float:
     return float(x.double().pow(2).mean().sqrt())
 
+
+
+def eval_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in evaluation mode (dropout off, batch norm on its running statistics): what predictions use."""
+    return copy.deepcopy(model).eval()
+
+
+def batch(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n seeded training rows (x, y), the same on every run."""
+    d = ctx.data
+    idx = _seeded_rows(len(d.x_train), min(n, len(d.x_train)), ctx.seed, d.x_train.device)
+    return d.x_train[idx], d.y_train[idx]
+
+
+def layer_name(names: dict, mod: nn.Module) -> str:
+    """"layer 'fc1' (Linear 64->128)": how a check names a module of the model."""
+    from .preflight import describe
+
+    name = names.get(mod, "?")
+    return f"the model's own forward ({type(mod).__name__})" if name == "" else f"layer '{name}' ({describe(mod)})"
+
+
+def record_calls(model: nn.Module) -> tuple[list[tuple[nn.Module, tuple, Any]], Any]:
+    """Forward hooks on every module: (module, inputs, output) in the order the calls end (innermost first, the
+    model itself last). Returns the list and a function that removes the hooks."""
+    calls: list[tuple[nn.Module, tuple, Any]] = []
+    handles = [m.register_forward_hook(lambda mod, i, o: calls.append((mod, i, o))) for m in model.modules()]
+    return calls, lambda: [h.remove() for h in handles]
+
+
+def tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a module's inputs or output (a tensor, or a tuple / list / dict of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors(v)]
+    return []
+
+
+def not_already(advice: str, recipe) -> str:
+    """Advice never recommends what the recipe already has: a suggested model.init = 'auto' where the init is
+    already 'auto' becomes the next remedy (a named init for a python factory, whose 'auto' keeps its own init;
+    batch norm for dlrecipe's models)."""
+    import re
+
+    if recipe["model.init"] != "auto" or "model.init = 'auto'" not in advice:
+        return advice
+    if recipe["model.kind"] == "python":
+        named = ("model.init = 'he_normal' (relu) or 'xavier_normal' (tanh, sigmoid): with 'auto' your factory keeps "
+                 "its own init")
+        return re.sub(r"model\.init = 'auto'(: xavier/he)?( \(xavier for tanh, he for relu\))?", named, advice)
+    bn = ("batch norm (model.norm = 'batch'; the init is already 'auto')" if recipe["model.norm"] != "batch" else
+          "fewer layers or another activation (the init is already 'auto' and batch norm is on)")
+    for pattern in (r"use model\.init = 'auto'( \(xavier for tanh, he for relu\))? or batch norm",
+                    r"use model\.init = 'auto', relu, or batch norm", r"scale the init down \(model\.init = 'auto'[^)]*\)",
+                    r"use He init \(model\.init = 'auto'\)", r"use a random init \(model\.init = 'auto'\)",
+                    r"use model\.init = 'auto'"):
+        advice = re.sub(pattern, f"use {bn}", advice)
+    return advice.replace("model.init = 'auto'", bn)
+
+
+# standard layers that are deterministic in evaluation mode and treat each example on its own: a finding first seen
+# in the output of one of these was made by forward code just before it
+PLAIN_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Flatten, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU,
+                nn.Tanh, nn.Sigmoid, nn.SELU, nn.Softmax, nn.LogSoftmax, nn.modules.pooling._MaxPoolNd,
+                nn.modules.pooling._AvgPoolNd, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.Embedding)

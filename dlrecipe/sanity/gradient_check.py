@@ -56,8 +56,15 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
 
     Probes whose +eps and -eps evaluations fall on different sides of a kink (a ReLU pre-activation crossing 0, a
     max-pool argmax changing) are skipped: the derivative is undefined there, not wrong. Returns one row per
-    parameter tensor: name, module, probes, skipped, max_rel_error.
+    parameter tensor: name, module, probes, skipped, max_rel_error. Every pass starts from the same random state,
+    so that randomness inside forward (F.dropout with training=self.training, noise) is the same in each: the
+    check compares one function, not several draws (the global random state is restored afterwards).
     """
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        return _gradient_check(model, x, y, loss_fn, task, probes=probes, seed=seed)
+
+
+def _gradient_check(model, x, y, loss_fn, task, *, probes, seed) -> list[dict]:
     m = check_copy(model, dtype=torch.float64)
     x = x.double()
     y = y.double() if y.is_floating_point() else y
@@ -65,10 +72,12 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
 
     def f() -> float:
         record.clear()
+        torch.manual_seed(seed)
         with torch.no_grad():
             return float(loss_fn(_outputs(m, x, task), y))
 
     m.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
     loss = loss_fn(_outputs(m, x, task), y)
     loss.backward()
     base = abs(float(loss.detach()))
@@ -77,7 +86,12 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     for name, p in m.named_parameters():
         if not p.requires_grad:
             continue
-        grad = p.grad.detach().flatten() if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype)
+        module = name.rsplit(".", 1)[0] if "." in name else name
+        if p.grad is None:  # no gradient reaches it (a graph cut): gradient_flow's finding, not a wrong backward
+            rows.append({"param": name, "module": module, "probes": 0, "skipped": 0, "max_rel_error": None,
+                         "no_gradient": True})
+            continue
+        grad = p.grad.detach().flatten()
         flat = p.data.view(-1)
         picks = torch.randperm(p.numel(), generator=g)[:probes].tolist()
         worst, skipped, used = 0.0, 0, 0
@@ -105,7 +119,6 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
                 continue
             used += 1
             worst = max(worst, best)
-        module = name.rsplit(".", 1)[0] if "." in name else name
         rows.append({"param": name, "module": module, "probes": used, "skipped": skipped,
                      "max_rel_error": worst if used else None})
     remove()
@@ -122,12 +135,18 @@ def check_gradients(model: nn.Module, data, tr: dict, *, seed: int = 0) -> Check
     errors = [r["max_rel_error"] for r in rows if r["max_rel_error"] is not None]
     used, skipped = sum(r["probes"] for r in rows), sum(r["skipped"] for r in rows)
     expected = f"max relative error < {GRADCHECK_WARN:g} (fail above {GRADCHECK_FAIL:g})"
+    cut = [r["param"] for r in rows if r.get("no_gradient")]
+    cut_txt = f"; {len(cut)} tensors without a gradient left out (see gradient_flow)" if cut else ""
+    if not errors and cut and not skipped:
+        return Check("gradient_check", "warn", f"0 probes{cut_txt}", expected,
+                     "no parameter gets a gradient, so nothing could be checked (see gradient_flow)",
+                     details={"rows": rows})
     if not errors:
         return Check("gradient_check", "warn", f"0 probes ({skipped} on kinks)", expected,
                      "every sampled entry sat on a kink (a ReLU at 0): nothing could be checked", details={"rows": rows})
     worst_row = max((r for r in rows if r["max_rel_error"] is not None), key=lambda r: r["max_rel_error"])
     worst = worst_row["max_rel_error"]
-    observed = f"{worst:.2g} in {worst_row['param']} ({used} probes, {skipped} skipped at kinks)"
+    observed = f"{worst:.2g} in {worst_row['param']} ({used} probes, {skipped} skipped at kinks{cut_txt})"
     advice = ""
     if worst > GRADCHECK_WARN:
         advice = (f"backprop disagrees with finite differences in {worst_row['param']}: a custom layer's backward "

@@ -15,6 +15,8 @@ INDEP_STEPS = 100              # minibatches of training for each of the two mod
                                # "makes the loss drop significantly within ~100 iterations")
 INDEP_MIN_GAIN = 0.02          # real inputs must lower the validation loss by at least 2% against zeroed inputs
 INDEP_VAL_EXAMPLES = 1000      # validation examples evaluated
+INDEP_SLOW_MARGIN = 0.05       # zeroed inputs' validation loss 5% above the best constant prediction's: the short
+                               # training was too slow to learn even the class frequencies (inconclusive)
 
 def _short_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tr: dict, task: str, *, steps: int,
                     batch_size: int, seed: int) -> list[float]:
@@ -41,6 +43,15 @@ def _short_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tr: dict
             if not math.isfinite(losses[-1]):
                 return losses
     return losses
+
+
+def constant_loss(data, loss_fn, y) -> float:
+    """The loss of the best input-free prediction on labels y: the training class frequencies, or the mean."""
+    if data.task == "classification":
+        counts = torch.bincount(data.y_train.cpu(), minlength=data.num_outputs).double()
+        logp = (counts.clamp_min(0.5) / counts.sum()).log()
+        return float(-logp[y.cpu()].mean())
+    return float(loss_fn(torch.full_like(y, float(data.y_train.mean())), y))
 
 
 def check_input_independent(model: nn.Module, data, tr: dict, *, batch_size: int, steps: int = INDEP_STEPS,
@@ -72,14 +83,20 @@ def check_input_independent(model: nn.Module, data, tr: dict, *, batch_size: int
     details = {**results, "gain": gain}
     if gain >= INDEP_MIN_GAIN:
         return Check("input_independent", "pass", observed + f" ({gain:.0%} lower)", expected, details=details)
+    if layer_failure:
+        return Check("input_independent", "warn", observed, expected,
+                     f"inconclusive while {layer_failure}", details=details)
     learned = real["train_last"] < real["train_first"] * (1 - OVERFIT_FLAT)
     if not learned:
         return Check("input_independent", "warn", observed, expected,
                      f"inconclusive: the training loss did not go down in {steps} steps (LR too low or bad init? "
                      f"see overfit_small)", details=details)
-    if layer_failure:
+    baseline = constant_loss(data, loss_fn, yv)
+    if zero["val_loss"] > baseline * (1 + INDEP_SLOW_MARGIN):  # not even the constant prediction learned: too slow
         return Check("input_independent", "warn", observed, expected,
-                     f"inconclusive while layer_health fails ({layer_failure})", details=details)
+                     f"inconclusive: in {steps} steps even the model on zeroed inputs did not reach the best constant "
+                     f"prediction (validation loss {zero['val_loss']:.4g} vs {baseline:.4g}): the training is too "
+                     f"slow at lr {tr['lr']:g} to tell (see overfit_small and lr-find)", details=details)
     if gain > 0:
         return Check("input_independent", "warn", observed + f" ({gain:.1%} lower)", expected,
                      "the real inputs help only a little after a short training: weak signal, or labels only "
@@ -92,6 +109,6 @@ def check_input_independent(model: nn.Module, data, tr: dict, *, batch_size: int
 
 
 def run(ctx) -> Check:
-    layer = ctx.earlier.get("layer_health")
+    by, cause = ctx.cause("layer_health")
     return check_input_independent(ctx.model, ctx.data, ctx.tr, batch_size=ctx.batch_size, seed=ctx.seed,
-                                   layer_failure=layer.advice if layer is not None and layer.status == "fail" else "")
+                                   layer_failure=f"{by} fails ({cause})" if by else "")

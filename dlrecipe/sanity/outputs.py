@@ -48,6 +48,7 @@ def write_outputs(result: SanityResult, task: str) -> None:
         plot_overfit(result.overfit, d / "overfit.png", task)
     summary = result.to_dict()
     summary.pop("layers")
+    summary["figures"] = sorted(p.name for p in d.glob("*.png"))  # overfit, layers, batch (the first batch)
     summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(d / "summary.json", summary)
 

@@ -121,11 +121,11 @@ def diagnose(rows: list[dict]) -> tuple[str, str]:
 
 def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, batches: int = OVERFIT_BATCHES,
                         steps: int = OVERFIT_STEPS, seed: int = 0, retry: bool = True,
-                        layer_failure: str = "") -> tuple[Check, list[dict]]:
+                        layer_failure: str = "", cause_by: str = "layer_health") -> tuple[Check, list[dict]]:
     """Check: a small sample to (nearly) 100% training accuracy with regularisation, dropout and augmentation off.
 
     On failure the loss trajectory names the likely cause and other LRs are retried to tell which (not when
-    layer_failure, layer_health's advice, already names the cause).
+    layer_failure, the advice of the earlier check `cause_by` that failed, already names the cause).
     """
     from ..loop import loss_function
 
@@ -162,7 +162,7 @@ def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, ba
     kind, words = diagnose(rows)
     advice = words
     if layer_failure:
-        advice = f"{words}. The cause, found by layer_health: {layer_failure}"
+        advice = f"{words.split(': ')[0]}. The cause, found by {cause_by}: {layer_failure}"
     if retry and status == "fail" and not layer_failure:
         for number, factor in enumerate(OVERFIT_RETRY_FACTORS[kind], start=2):
             lr2 = lr * factor
@@ -183,9 +183,8 @@ def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, ba
 
 
 def run(ctx) -> Check:
-    layer = ctx.earlier.get("layer_health")
+    by, cause = ctx.cause("layer_health")
     check, ctx.tables["overfit"] = check_overfit_small(
         ctx.model, ctx.data, ctx.tr, batch_size=ctx.batch_size, batches=ctx.overfit_batches,
-        steps=ctx.overfit_steps, seed=ctx.seed, retry=ctx.retry,
-        layer_failure=layer.advice if layer is not None and layer.status == "fail" else "")
+        steps=ctx.overfit_steps, seed=ctx.seed, retry=ctx.retry, layer_failure=cause, cause_by=by or "layer_health")
     return check

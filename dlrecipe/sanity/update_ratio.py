@@ -14,7 +14,8 @@ NAME = "update_ratio"
 UPDATE_RATIO_LOW = 1e-5        # ||update|| / ||W|| after one step: about 1e-3 is healthy (CS231n); warn when the
 UPDATE_RATIO_HIGH = 1e-1       # geometric mean over layers is 100x below or above it (the output layer's first
                                # step is often 10x the others': the loss is highest at init)
-UPDATE_RATIO_FAIL = 1.0        # some layer's update larger than its weights: fail
+UPDATE_RATIO_FAIL = 1.0
+LR_SUGGEST_RANGE = (1e-6, 10.0)  # LRs advised at most; a ratio that needs one outside is not the LR's fault        # some layer's update larger than its weights: fail
 
 def update_ratios(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tr: dict, task: str) -> list[float | None]:
     """||W_after - W_before|| / ||W_before|| per weight layer after one optimizer step (None where W = 0)."""
@@ -55,17 +56,32 @@ def check_update_ratio(model: nn.Module, data, tr: dict, *, batch_size: int, see
     if len(finite) < len(known):
         return Check("update_ratio", "fail", "NaN/Inf", expected,
                      "the first update is NaN/Inf: the LR is far too high or the gradients explode"), ratios
+    still = len([r for r in finite if r == 0])  # layers no update reached (frozen, or no gradient: gradient_flow)
+    finite = [r for r in finite if r > 0]
+    if not finite:
+        return Check("update_ratio", "warn", f"no layer changed ({still} of {len(known)})", expected,
+                     "one step updates no weight at all: no gradient reaches them or they are frozen (see "
+                     "gradient_flow)"), ratios
     hi, lo = max(finite), min(finite)
-    typical = math.exp(sum(math.log(max(r, 1e-30)) for r in finite) / len(finite))  # geometric mean
+    typical = math.exp(sum(math.log(r) for r in finite) / len(finite))  # geometric mean
     lr = tr["lr"]
-    observed = f"{typical:.2g} (geometric mean; {lo:.2g} to {hi:.2g} over {len(finite)} layers, lr {lr:g})"
+    observed = (f"{typical:.2g} (geometric mean; {lo:.2g} to {hi:.2g} over {len(finite)} layers, lr {lr:g})"
+                + (f"; {still} of {len(known)} layers not updated (frozen or no gradient: see gradient_flow)" if still else ""))
     advice = ""
+    suggested = lr * 1e-3 / typical  # the LR that would make the geometric mean 1e-3 (the ratio is ~linear in lr)
+
+    def try_lr() -> str:
+        if LR_SUGGEST_RANGE[0] <= suggested <= LR_SUGGEST_RANGE[1]:
+            return f"try about {suggested:.2g}"
+        return (f"1e-3 would need lr {suggested:.2g}, outside the range where any LR helps ({LR_SUGGEST_RANGE[0]:g}"
+                f"..{LR_SUGGEST_RANGE[1]:g}): the scale of the weights or gradients is wrong, not the LR (see "
+                f"layer_health and init_loss)")
     if hi > UPDATE_RATIO_FAIL or typical > UPDATE_RATIO_HIGH:
         advice = (f"one step changes the weights by {typical:.2g} of their size (up to {hi:.2g}): the LR ({lr:g}) "
-                  f"is probably too high (try about {lr * 1e-3 / typical:.2g})")
+                  f"is probably too high ({try_lr()})")
     elif typical < UPDATE_RATIO_LOW:
         advice = (f"one step changes the weights by only {typical:.2g} of their size: the LR ({lr:g}) is probably "
-                  f"too low (try about {lr * 1e-3 / max(typical, 1e-30):.2g})")
+                  f"too low ({try_lr()})")
     status = _status(hi > UPDATE_RATIO_FAIL, typical > UPDATE_RATIO_HIGH or typical < UPDATE_RATIO_LOW)
     return Check("update_ratio", status, observed, expected, advice,
                  details={"geometric_mean": typical, "min": lo, "max": hi, "ratios": ratios}), ratios
