@@ -309,3 +309,14 @@ def factory_raises(input_shape, num_outputs, **_):
 
 def wrong_outputs(input_shape, num_outputs, **_):
     return MLP(_n(input_shape), num_outputs - 1)
+
+
+# ----------------------------------------------------------------------------------------------- init_loss
+
+
+def big_init(input_shape, num_outputs, **_):
+    """The user's own init: an output layer 60x PyTorch's, logits of std ~10 at the start; it still trains."""
+    m = MLP(_n(input_shape), num_outputs)
+    with torch.no_grad():
+        m.out.weight.mul_(60.0)
+    return m

@@ -76,6 +76,14 @@ def test_deliberately_frozen_layers_are_a_warning_only():
     assert "fc1" in flow.observed and "deliberate" in flow.advice
 
 
+def test_a_users_own_large_init_is_a_warning_with_advice_that_changes_something():
+    res = run_zoo("big_init", only="init_loss,overfit_small")
+    init, of = res.checks
+    assert init.status == "warn" and init.details["excess"] > S.INIT_LOSS_FAIL  # a fail for dlrecipe's own init
+    assert "model.init = 'auto'" not in init.advice and "he_normal" in init.advice  # 'auto' is already set
+    assert of.status == "warn" and "set train.lr = " in of.advice and res.exit_code() == 0
+
+
 def test_gradient_check_holds_functional_dropout_fixed():
     """F.dropout(training=self.training) in a module: every finite-difference pass sees the same mask."""
     torch.manual_seed(0)

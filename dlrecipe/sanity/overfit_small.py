@@ -23,6 +23,8 @@ OVERFIT_REG_WARN = 0.30        # warn below 30% of it
 OVERFIT_FLAT_STOP = 0.2        # an attempt whose best sample loss has not improved by 1% for this fraction of the
                                # budget stops: the rest would not change the diagnosis
 OVERFIT_BOUNCE = 0.25          # more than a quarter of epochs ending with a higher sample loss: "bouncing"
+OVERFIT_CAPACITY_SHRINK = 8    # when no LR passes: retry on 1/8 of the sample (at the best LR tried); a pass there
+OVERFIT_CAPACITY_MIN = 16      # (at least 16 examples) means the model is too small for the sample, not broken
 OVERFIT_RETRY_FACTORS = {      # LR multipliers retried on failure, in order, until one passes
     "high": (0.1, 0.01, 1e-3, 1e-4),
     "low": (10.0, 100.0, 1e3, 1e4),
@@ -119,6 +121,13 @@ def diagnose(rows: list[dict]) -> tuple[str, str]:
                        f"more iterations (--overfit-steps) or a bigger model")
 
 
+def _better(a: float, b: float, task: str) -> bool:
+    """Score a beats b: higher accuracy, lower loss ratio; NaN never wins."""
+    if not math.isfinite(a):
+        return False
+    return not math.isfinite(b) or (a > b if task == "classification" else a < b)
+
+
 def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, batches: int = OVERFIT_BATCHES,
                         steps: int = OVERFIT_STEPS, seed: int = 0, retry: bool = True,
                         layer_failure: str = "", cause_by: str = "layer_health") -> tuple[Check, list[dict]]:
@@ -139,11 +148,14 @@ def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, ba
             f"loss below {OVERFIT_REG_PASS:.0%} of predicting the mean")
     expected = f"{goal} on {n} examples within {steps} iterations"
 
-    def attempt(lr: float, number: int) -> tuple[list[dict], str, float]:
+    def attempt(lr: float, number: int, k: int = n) -> tuple[list[dict], str, float]:
         m = check_copy(model)
-        rows = overfit_attempt(m, x, y, {**tr0, "lr": lr}, data.task, batch_size=batch_size, steps=steps,
+        xs, ys = x[:k], y[:k]
+        base = baseline if k == n or baseline is None else float(
+            loss_function(data.task, tr0)(torch.full_like(ys, float(ys.mean())), ys))
+        rows = overfit_attempt(m, xs, ys, {**tr0, "lr": lr}, data.task, batch_size=batch_size, steps=steps,
                                seed=seed, attempt=number)
-        return (rows, *_final(rows, data.task, baseline))
+        return (rows, *_final(rows, data.task, base))
 
     lr = tr["lr"]
     rows, status, score = attempt(lr, 1)
@@ -164,19 +176,35 @@ def check_overfit_small(model: nn.Module, data, tr: dict, *, batch_size: int, ba
     if layer_failure:
         advice = f"{words.split(': ')[0]}. The cause, found by {cause_by}: {layer_failure}"
     if retry and status == "fail" and not layer_failure:
+        best_lr, best_score = lr, score
         for number, factor in enumerate(OVERFIT_RETRY_FACTORS[kind], start=2):
             lr2 = lr * factor
             rows2, status2, score2 = attempt(lr2, number)
             all_rows += rows2
             details["attempts"].append({"lr": lr2, "status": status2, "score": score2})
-            if status2 == "pass":
+            if _better(score2, best_score, data.task):
+                best_lr, best_score = lr2, score2
+            if status2 == "pass":  # the setup can learn: the recipe's LR is the problem, which lr-find solves
                 side = "too high" if factor < 1 else "too low"
+                status = "warn"
                 advice = (f"passes at lr {lr2:g} ({score_txt(score2)} in {rows2[-1]['iteration']} iterations): your "
-                          f"lr {lr:g} is {side}. {words}")
+                          f"lr {lr:g} is {side} for this; set train.lr = {lr2:g} or run dlrecipe lr-find"
+                          + (f". {words}" if kind == ("high" if factor < 1 else "low") else ""))
                 break
         else:
             tried = ", ".join(f"{lr * f:g}" for f in OVERFIT_RETRY_FACTORS[kind])
             advice += f" (no pass at lr {tried} either: look at the init, the data and the model)"
+            k = max(OVERFIT_CAPACITY_MIN, n // OVERFIT_CAPACITY_SHRINK)
+            if k < n:  # can it memorise fewer examples? then the sample is too much for the model, not a bug
+                rows3, status3, score3 = attempt(best_lr, len(OVERFIT_RETRY_FACTORS[kind]) + 2, k)
+                all_rows += rows3
+                details["capacity"] = {"examples": k, "lr": best_lr, "status": status3, "score": score3}
+                if status3 != "fail":
+                    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                    status = "warn"
+                    advice = (f"the model memorises {k} examples ({score_txt(score3)} at lr {best_lr:g}) but not "
+                              f"{n}: with {params:,} trainable parameters it is too small to memorise the whole "
+                              f"sample, which is no bug (a bigger model fits it; or --overfit-batches 1)")
     details.update(kind=kind)
     return Check("overfit_small", status, observed, expected, advice, details=details), all_rows
 
