@@ -361,10 +361,12 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
     """Check a recipe without training: keys, types, ranges, component names, the \\[search] space, then load the
-    data (file, columns, target) and build the model, as every command does first.
+    data (file, columns, target), build the model and run one forward pass and loss on a real batch, as every
+    command does first.
 
-    Prints the split sizes, input shape, classes and parameter count. Exit code 0 when valid, 2 with one line
-    naming the key, the value and what is allowed otherwise.
+    Prints the split sizes, input shape, classes and parameter count (and a warning for layers kept outside the
+    module's registry). Exit code 0 when valid, 2 with one line naming the key, the value and what is allowed, or
+    the layer where the forward pass fails and the shapes it got and expects.
 
     Example: dlrecipe validate recipes/digits_mlp.toml --set model.activation=tanh
     """
@@ -376,7 +378,8 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         r = _load(recipe, sets, None)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
-        params = count_parameters(build_model(r, data))
+        model = build_model(r, data)  # one forward pass and loss on a real batch: shapes checked here
+        params = count_parameters(model)
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
         outputs = f"{data.num_outputs} classes" if r["task"] == "classification" else "regression"
@@ -384,6 +387,12 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
                       f"of shape {shape}, {outputs}; model: {params:,} parameters", highlight=False, soft_wrap=True)
+        from .sanity.preflight import unregistered
+
+        loose = [f"{where} ({what})" for where, what, trainable in unregistered(model) if trainable]
+        if loose:  # not counted above and never trained: `dlrecipe sanity` fails its unregistered check
+            err.print(f"[yellow]warning:[/] not registered with the module, so not trained: {plain(', '.join(loose))}; "
+                      f"use nn.ModuleList / nn.ModuleDict / nn.Parameter", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

@@ -197,6 +197,12 @@ def test_unregistered_layers_are_a_failed_check_not_a_traceback(tmp_path):
     assert "not registered" in grad["advice"]
 
 
+def test_validate_warns_about_unregistered_layers():
+    res = _cli("validate", DIGITS, *[a for s in zoo("list_layers") for a in ("--set", s)])
+    assert res.exit_code == 0 and "650 parameters" in res.stdout
+    assert "warning: not registered" in res.stderr and "layers[0] (Linear 64->64)" in res.stderr
+
+
 def test_a_crashed_train_is_recorded_as_failed(tmp_path):
     res = _cli("train", DIGITS, *[a for s in zoo("wrong_input_size") for a in ("--set", s)], "--smoke",
                "--runs-dir", tmp_path, "-q")
