@@ -131,6 +131,20 @@ def relu_out(input_shape, num_outputs, **_):
     return nn.Sequential(nn.Flatten(), nn.Linear(n, 64), nn.ReLU(), nn.Linear(64, num_outputs), nn.ReLU())
 
 
+class SoftmaxDim0(MLP):
+    def forward(self, x):
+        return F.softmax(self.out(self.hidden(x)), dim=0)  # two bugs: probabilities, and over the batch
+
+
+def softmax_dim0(input_shape, num_outputs, **_):
+    return SoftmaxDim0(_n(input_shape), num_outputs)
+
+
+def relu_regression(input_shape, num_outputs, **_):
+    n = _n(input_shape)
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, 32), nn.Tanh(), nn.Linear(32, num_outputs), nn.ReLU())
+
+
 # ----------------------------------------------------------------------------------------------- batch_independence
 
 

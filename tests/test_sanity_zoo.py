@@ -32,6 +32,7 @@ def run_zoo(name: str, **kw):
 BUGS = {  # factory: the check that must fail first (the cause), and words its advice must hold
     "softmax_out": ("logits", ["softmax", "raw output"]),
     "sigmoid_out": ("logits", ["sigmoid", "layer 'act' (Sigmoid)"]),
+    "softmax_dim0": ("logits", ["softmax over the batch dimension (dim=0)"]),
     "relu_out": ("logits", ["after the last layer", "layer '4' (ReLU)"]),
     "batch_mixing": ("batch_independence", ["mixes the examples", "layer '3' (BatchMixer)"]),
     "batch_mean": ("batch_independence", ["mixes the examples", "'out'", "just before it"]),
@@ -59,6 +60,15 @@ def test_each_bug_is_caught_by_the_check_named_for_its_cause(name):
     assert res.verdict.startswith("FAIL") and fails[0].advice in res.verdict
     of = next(c for c in res.checks if c.check == "overfit_small")  # never blames the LR for a model bug
     assert of.status == "pass" or f"found by {check}" in of.advice
+    if name in ("detached", "no_grad_forward", "dropout_always", "noisy_forward"):  # not "a wrong backward"
+        assert next(c for c in res.checks if c.check == "gradient_check").status == "pass"
+
+
+def test_a_relu_after_a_regression_output_is_caught():
+    res = S.run_sanity(load(ROOT / "recipes/diabetes_regression.toml", zoo("relu_regression")), device="cpu",
+                       runs_dir=None, only="logits")
+    (c,) = res.checks
+    assert c.status == "fail" and "layer '4' (ReLU)" in c.advice and "cuts the outputs at 0" in c.advice
 
 
 @pytest.mark.parametrize("name", ["healthy", "cnn", "resmlp", "log_softmax"])
@@ -213,3 +223,19 @@ def test_a_crashed_train_is_recorded_as_failed(tmp_path):
     assert run["status"] == "failed"
     (folder,) = tmp_path.iterdir()
     assert "Linear 10->32" in json.loads((folder / "summary.json").read_text())["reason"]
+
+
+def test_a_training_split_with_one_class_fails_labels_first(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
+    df["label"] = "cat"  # every row the same class: nothing to learn
+    df.to_csv(tmp_path / "one.csv", index=False)
+    res = _cli("sanity", ROOT / "recipes/csv_table.toml", "--set", f"data.source={str(tmp_path / 'one.csv')!r}",
+               "--set", "data.target='label'", "--runs-dir", tmp_path / "runs", "--json", "--overfit-steps", 100)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    out = json.loads(res.stdout)
+    first = next(c for c in out["checks"] if c["status"] == "fail")
+    assert first["check"] == "labels" and "one class ('cat')" in first["observed"]

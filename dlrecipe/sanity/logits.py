@@ -46,6 +46,11 @@ def check_logits(model, x, y, task: str, loss_name: str) -> Check:
                          expected, f"the model outputs softmax probabilities and {loss_name} applies a softmax "
                          f"again: return the last layer's raw output (remove the softmax from {where}; apply it "
                          f"only to read probabilities)")
+        if in_unit and len(o) > 1 and bool(((o.sum(dim=0) - 1).abs() < SUM_TOL).all()):
+            return Check(NAME, "fail", f"every column sums to 1 over the batch: a softmax over dimension 0, made by "
+                         f"{where}", expected, f"a softmax over the batch dimension (dim=0) in {where}: each "
+                         f"example's scores then depend on the others. Return the raw scores (or softmax over dim=1 "
+                         f"only to read probabilities)")
         if in_unit and float(o.std()) > 0:
             return Check(NAME, "fail", f"every output is in [0, 1] (sigmoid-like), made by {where}", expected,
                          f"the model outputs probabilities (a sigmoid?) that {loss_name} treats as scores: return "

@@ -35,7 +35,12 @@ def check_unregistered(model, x, task: str) -> Check:
     expected = "every layer and trainable tensor registered (nn.Module attribute, nn.ModuleList/Dict, nn.Parameter)"
     loose = unregistered(model)
     m = check_copy(model)
-    leaves = stray_leaves(m, x, task)
+    try:
+        leaves = stray_leaves(m, x, task)
+    except RuntimeError:  # the stray layers sit on another device or dtype: the attributes below name them
+        if not loose:
+            raise
+        leaves = []
     trainable = [f"{where} ({what})" for where, what, grad in loose if grad]
     constant = [f"{where} ({what})" for where, what, grad in loose if not grad]
     if trainable or (leaves and not loose):
