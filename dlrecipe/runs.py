@@ -125,8 +125,12 @@ def marks_interrupted(run_dir: Path | None, name: str, command: str):
 
 def failed_summary(name: str, command: str, e: BaseException) -> dict[str, Any]:
     """summary.json of a run that ended with an exception: status failed, the reason in one line."""
+    from .sanity.preflight import exception_words, user_frame
+
     text = str(e).strip().splitlines()
-    reason = text[0] if isinstance(e, UserError) and text else f"{type(e).__name__}: {text[0] if text else ''}"
+    where = user_frame(e)
+    reason = (text[0] if isinstance(e, UserError) and text else
+              exception_words(e) + (f" (at {where})" if where else ""))
     return {"name": name, "command": command, "status": "failed", "reason": reason,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -142,8 +146,10 @@ def mark_unfinished_failed(e: BaseException) -> list[Path]:
         try:
             summary = read_json(path) if path.is_file() else {}
             if run_dir.is_dir() and summary.get("status", "running") == "running":
-                command = summary.get("command") or run_dir.name.rsplit("-", 1)[-1]
-                write_json(path, {**summary, **failed_summary(summary.get("name", ""), command, e)})
+                stem = run_dir.name.split("-", 2)[-1]  # <date>-<time>-<name>-<command>
+                command = summary.get("command") or stem.rsplit("-", 1)[-1]
+                name = summary.get("name") or stem.rsplit("-", 1)[0]
+                write_json(path, {**summary, **failed_summary(name, command, e)})
                 marked.append(run_dir)
         except (OSError, ValueError):
             continue  # a folder removed or unreadable meanwhile: nothing to mark

@@ -334,3 +334,21 @@ def big_init(input_shape, num_outputs, **_):
     with torch.no_grad():
         m.out.weight.mul_(60.0)
     return m
+
+
+class RaisesLater(MLP):
+    """Fine for the first forward passes (the checks before training), then an IndexError in training."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.training and self.calls > 5:
+            raise IndexError("list index out of range")
+        return super().forward(x)
+
+
+def raises_later(input_shape, num_outputs, **_):
+    return RaisesLater(_n(input_shape), num_outputs)

@@ -3,6 +3,7 @@ its cause, healthy modules without an alarm, and the user's exceptions as one li
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -205,6 +206,22 @@ def test_unregistered_layers_are_a_failed_check_not_a_traceback(tmp_path):
     grad = checks["gradient_check"]  # the float64 copy cannot reach the plain list: skipped, saying why
     assert grad["status"] == "skip" and grad["observed"].startswith("skipped: RuntimeError")
     assert "not registered" in grad["advice"]
+
+
+def test_an_exception_in_forward_during_training_is_one_line_and_a_failed_run(tmp_path):
+    res = _cli("train", DIGITS, *[a for s in zoo("raises_later") for a in ("--set", s)], "--set", "train.epochs=1",
+               "--runs-dir", tmp_path, "-q")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: your code raised IndexError: list index out of range \(at sanity_zoo\.py:\d+ in "
+                        r"forward\); run with --debug for the traceback", line), line
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["name"] == "digits_mlp" and summary["command"] == "train"
+    assert re.fullmatch(r"IndexError: list index out of range \(at sanity_zoo\.py:\d+ in forward\)", summary["reason"])
+    debug = _cli("train", DIGITS, *[a for s in zoo("raises_later") for a in ("--set", s)], "--set", "train.epochs=1",
+                 "--runs-dir", tmp_path, "-q", "--debug")
+    assert isinstance(debug.exception, IndexError)  # --debug: the real exception and its traceback
 
 
 def test_validate_warns_about_unregistered_layers():
