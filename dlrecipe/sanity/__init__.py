@@ -20,6 +20,10 @@ them in order, writes the run folder (outputs.py) and returns a `SanityResult`:
   input_independent  a short training on zeroed inputs must do worse than on the real inputs
   overfit_small      a small sample to ~100% training accuracy, regularisation off; diagnosis and LR retries
 
+Not checks: preflight.py runs one forward pass and loss on a real batch before anything else (build_model calls it for
+every command: a shape mismatch is one line naming the layer); first_batch.py draws batch.png, the first training
+batch as the model receives it.
+
 Every threshold is a named constant in its check's module, with the reason for its value; the lectures give none of
 them except log C and the 6-layer 4096-unit experiment (LECTURES.md: Diagnostics).
 """
