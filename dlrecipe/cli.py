@@ -34,13 +34,29 @@ DebugOpt = Annotated[bool, typer.Option(help="show full tracebacks")]
 
 
 def _guard(debug: bool, body: Callable[[], int | None]) -> None:
-    """Run a command body: a UserError becomes one line on stderr and exit code 2 (traceback with --debug)."""
+    """Run a command body: a UserError, or an exception raised in the user's own code (a model factory, a forward
+    pass), becomes one line on stderr and exit code 2 (traceback with --debug); a run folder it left running is
+    recorded as failed with the reason."""
+    from . import runs
+
+    runs.STARTED.clear()
     try:
         code = body()
     except UserError as e:
+        runs.mark_unfinished_failed(e)
         if debug:
             raise
         err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as e:
+        runs.mark_unfinished_failed(e)
+        from .sanity.preflight import exception_words, user_frame
+
+        where = user_frame(e)
+        if debug or not where:  # not from the user's code: dlrecipe's own bug, keep the traceback
+            raise
+        err.print(f"[bold red]error:[/] your code raised {plain(exception_words(e))} (at {plain(where)}); run with "
+                  f"--debug for the traceback", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as e:  # an Interrupted carries what was kept and how to go on
         text = str(e) or "the run folder keeps every finished epoch"
@@ -266,10 +282,21 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
     _guard(debug, body)
 
 
-SANITY_STATUS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
-SANITY_HELP = (  # the thresholds are dlrecipe/sanity.py's constants (tests/test_sanity.py keeps the two in step)
-    "Steps 1 and 2 of the recipe: is the setup broken? Six checks of the model at initialisation, each pass, warn "
-    "or fail with the likely cause and what to try.\n\n"
+SANITY_STATUS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]",
+                 "skip": "[dim]skip[/]"}
+SANITY_HELP = (  # the thresholds are dlrecipe/sanity/*.py constants (tests/test_sanity.py keeps the two in step)
+    "Steps 1 and 2 of the recipe: is the setup broken? Checks of the data and of the model at initialisation, each "
+    "pass, warn or fail with the likely cause and what to try (skip: the check could not run on this model, and "
+    "says why). First, as every command does, one forward pass and one loss on a real batch: a shape mismatch or "
+    "an exception in your own module is one line naming the layer (exit code 2).\n\n"
+    "[bold]labels[/]: a split with one class, classes only in validation/test, labels outside [0, C), a target "
+    "that looks continuous. [bold]unregistered[/]: layers in a plain list/dict, tensors that are not parameters. "
+    "[bold]nan_forward[/]: the first module that outputs NaN/Inf. [bold]logits[/]: softmax/sigmoid probabilities "
+    "or a clamp (ReLU) after the last layer (log_softmax is fine). [bold]uses_input[/]: outputs identical for "
+    "every example. [bold]batch_independence[/]: in eval mode, an example's output has a gradient on other "
+    "examples' inputs (the layer where the batch gets mixed is named). [bold]eval_deterministic[/]: two eval "
+    "passes differ. [bold]gradient_flow[/]: parameters no gradient reaches (.detach(), no_grad, unused layer); "
+    "frozen ones warn.\n\n"
     "[bold]init_loss[/]: weight decay and dropout off, the mean loss of 4 batches against log C (regression: "
     "predicting the target mean); warn 1.5 above it, fail 4 above it, warn below half of it.\n\n"
     "[bold]gradient_check[/]: float64 copy, central differences (eps 1e-6, 1e-4, 1e-8, the best kept) on 16 "
@@ -288,7 +315,7 @@ SANITY_HELP = (  # the thresholds are dlrecipe/sanity.py's constants (tests/test
     "up to 3000 iterations: pass at 99% training accuracy (regression: loss below 10% of predicting the mean), "
     "warn at 90% (30%); on failure the loss curve names the cause and LRs 10x, 100x, ... away are retried.\n\n"
     "Writes runs/<time>-<name>-sanity/: sanity.csv, layers.csv, overfit.csv, summary.json, overfit.png, "
-    "layers.png.\n\n"
+    "layers.png, batch.png and batch.csv (the first training batch as the model receives it).\n\n"
     "Exit code 0: every check passed (warnings allowed unless --strict); 1: a check failed; 2: usage or recipe "
     "error.\n\n"
     "Example: dlrecipe sanity recipes/digits_mlp.toml --set model.init=normal --json"
@@ -301,8 +328,10 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
            strict: Annotated[bool, typer.Option(help="warnings fail too (exit code 1)")] = False,
            json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout and nothing "
                                                   "else there (progress goes to stderr)")] = False,
-           only: Annotated[str | None, typer.Option(metavar="CHECK,...", help="run a subset: init_loss, "
-                                                    "gradient_check, layer_health, update_ratio, input_independent, "
+           only: Annotated[str | None, typer.Option(metavar="CHECK,...", help="run a subset: labels, unregistered, "
+                                                    "nan_forward, logits, uses_input, batch_independence, "
+                                                    "eval_deterministic, gradient_flow, init_loss, gradient_check, "
+                                                    "layer_health, update_ratio, input_independent, "
                                                     "overfit_small")] = None,
            overfit_batches: Annotated[int, typer.Option(min=1, help="overfit_small: minibatches in the sample "
                                                         "(at most 1000 examples)")] = 8,
@@ -318,7 +347,7 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         r = _load(recipe, sets, seed)
         say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
         result = run_sanity(r, device=device, runs_dir=runs_dir, only=names, overfit_batches=overfit_batches,
-                            overfit_steps=overfit_steps, progress=say)
+                            overfit_steps=overfit_steps, progress=say, debug=debug)
         if json_out:
             sys.stdout.write(result.to_json() + "\n")
             return result.exit_code(strict)
@@ -338,10 +367,12 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
 @app.command()
 def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
     """Check a recipe without training: keys, types, ranges, component names, the \\[search] space, then load the
-    data (file, columns, target) and build the model, as every command does first.
+    data (file, columns, target), build the model and run one forward pass and loss on a real batch, as every
+    command does first.
 
-    Prints the split sizes, input shape, classes and parameter count. Exit code 0 when valid, 2 with one line
-    naming the key, the value and what is allowed otherwise.
+    Prints the split sizes, input shape, classes and parameter count (and a warning for layers kept outside the
+    module's registry). Exit code 0 when valid, 2 with one line naming the key, the value and what is allowed, or
+    the layer where the forward pass fails and the shapes it got and expects.
 
     Example: dlrecipe validate recipes/digits_mlp.toml --set model.activation=tanh
     """
@@ -353,7 +384,8 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         r = _load(recipe, sets, None)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
-        params = count_parameters(build_model(r, data))
+        model = build_model(r, data)  # one forward pass and loss on a real batch: shapes checked here
+        params = count_parameters(model)
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
         outputs = f"{data.num_outputs} classes" if r["task"] == "classification" else "regression"
@@ -374,6 +406,12 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
                       f"of shape {shape}, {outputs}; model: {params:,} parameters", highlight=False, soft_wrap=True)
+        from .sanity.preflight import unregistered
+
+        loose = [f"{where} ({what})" for where, what, trainable in unregistered(model) if trainable]
+        if loose:  # not counted above and never trained: `dlrecipe sanity` fails its unregistered check
+            err.print(f"[yellow]warning:[/] not registered with the module, so not trained: {plain(', '.join(loose))}; "
+                      f"use nn.ModuleList / nn.ModuleDict / nn.Parameter", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

@@ -16,6 +16,8 @@ DIVERGE_RISE = 1.5          # final train loss above 1.5x its start: the loss we
 BOUNCE_FRACTION = 0.4       # more than 40% of epochs raise the train loss ...
 BOUNCE_MIN_RISE = 0.02      # ... each by more than 2% (smaller rises are the noise of a converged run): bouncing
 OVERFIT_VAL_RISE = 0.10     # val loss 10% above its minimum at the end while train loss kept falling
+OVERFIT_MIN_RISE = 0.01     # ... and at least 0.01 above it in absolute terms: a loss near zero (0.0003 -> 0.0011,
+#                             "+344%", test accuracy 1.0) rises by large percentages without meaning anything
 OVERFIT_GAP = 0.05          # train acc - val acc at the end above 5 points
 UNDERFIT_TRAIN_ACC = 0.80   # train accuracy below 80% at the end ...
 FLAT_DROP = 0.05            # ... and the train loss fell less than 5% over the second half: underfitting
@@ -82,7 +84,7 @@ def diagnose(metrics: pd.DataFrame, mixed_train: bool = False, bn_momentum: floa
     train_falling = tl[-1] < tl[best - 1] or mixed_train
     val_rise = (vl[-1] - vl.min()) / max(abs(vl.min()), 1e-12)
     gap = float(m["train_acc"].iloc[-1] - m["val_acc"].iloc[-1]) if has_acc else math.nan
-    if val_rise > OVERFIT_VAL_RISE and train_falling and best < n:
+    if val_rise > OVERFIT_VAL_RISE and vl[-1] - vl.min() > OVERFIT_MIN_RISE and train_falling and best < n:
         extra = f", train-val accuracy gap {gap:.2f}" if has_acc else ""
         findings.append(Finding(
             "overfitting",

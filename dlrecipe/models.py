@@ -109,9 +109,18 @@ def build_python(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> n
 
     spec = cfg["factory"]
     func = load_callable(spec, "model.factory", cfg.get("_recipe_path"))
+    func_name = spec.rpartition(":")[2]
     ours = set(MODEL_KEYS_FOR_PYTHON) | {"_recipe_path"}
     kwargs = {k: v for k, v in cfg.items() if k not in ours}
-    model = func(input_shape, num_outputs, **kwargs)
+    try:
+        model = func(input_shape, num_outputs, **kwargs)
+    except Exception as e:
+        from .sanity.preflight import exception_words, user_frame
+
+        where = user_frame(e)
+        raise RecipeError(f"model.factory = {spec!r} raised {exception_words(e)}" + (f" (at {where})" if where else "")
+                          + f"; it is called as {func_name}(input_shape={tuple(input_shape)}, "
+                          f"num_outputs={num_outputs}{''.join(f', {k}={v!r}' for k, v in kwargs.items())})") from e
     if not isinstance(model, nn.Module):
         raise RecipeError(f"model.factory = {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -178,6 +187,9 @@ def build_model(recipe, data, *, seed: int | None = None) -> nn.Module:
                               f"bias of size {prior.numel()}")
         with torch.no_grad():
             out.bias.copy_(prior.to(out.bias.dtype))
+    from .sanity.preflight import first_forward
+
+    first_forward(model, data, recipe)  # shapes before anything runs: a mismatch is one line naming the layer
     return model
 
 

@@ -127,6 +127,10 @@ def marks_interrupted(run_dir: Path | None, name: str, command: str):
         yield
     except Interrupted:
         raise
+    except Exception as e:  # a crash is recorded as failed with its reason, never left "running or killed"
+        if run_dir is not None:
+            write_json(run_dir / "summary.json", failed_summary(name, command, e))
+        raise
     except KeyboardInterrupt:
         reason = (f"interrupted (Ctrl-C): {command} writes its results when it finishes, so nothing was measured "
                   f"to keep; run it again")
@@ -135,6 +139,40 @@ def marks_interrupted(run_dir: Path | None, name: str, command: str):
                                                   "reason": reason, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
             reason += f" (run folder {run_dir})"
         raise Interrupted(reason) from None
+
+
+def failed_summary(name: str, command: str, e: BaseException) -> dict[str, Any]:
+    """summary.json of a run that ended with an exception: status failed, the reason in one line."""
+    from .sanity.preflight import exception_words, user_frame
+
+    text = str(e).strip().splitlines()
+    where = user_frame(e)
+    reason = (text[0] if isinstance(e, UserError) and text else
+              exception_words(e) + (f" (at {where})" if where else ""))
+    return {"name": name, "command": command, "status": "failed", "reason": reason,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+STARTED: list[Path] = []  # run folders this process started: the CLI marks those a crash left running as failed
+
+
+def mark_unfinished_failed(e: BaseException) -> list[Path]:
+    """Write a failed summary.json into each run folder in STARTED that has none or one still 'running'."""
+    marked = []
+    for run_dir in STARTED:
+        path = run_dir / "summary.json"
+        try:
+            summary = read_json(path) if path.is_file() else {}
+            if run_dir.is_dir() and summary.get("status", "running") == "running":
+                stem = run_dir.name.split("-", 2)[-1]  # <date>-<time>-<name>-<command>
+                command = summary.get("command") or stem.rsplit("-", 1)[-1]
+                name = summary.get("name") or stem.rsplit("-", 1)[0]
+                write_json(path, {**summary, **failed_summary(name, command, e)})
+                marked.append(run_dir)
+        except (OSError, ValueError):
+            continue  # a folder removed or unreadable meanwhile: nothing to mark
+    STARTED.clear()
+    return marked
 
 
 def start_run(recipe, runs_dir: str | Path, command: str, device: str, folder: str | None = None) -> Path:
@@ -152,6 +190,7 @@ def start_run(recipe, runs_dir: str | Path, command: str, device: str, folder: s
             raise UserError(f"{run_dir} exists already: a run folder is never overwritten") from None
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     write_json(run_dir / "env.json", environment(device, recipe["seed"]))
+    STARTED.append(run_dir)
     return run_dir
 
 

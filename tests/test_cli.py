@@ -115,7 +115,7 @@ def test_ctrl_c_in_train_keeps_the_best_snapshot_tested_and_exits_130(tmp_path, 
     assert len(pd.read_csv(run / "metrics.csv")) == 2 and "interrupted (Ctrl-C) after 2 epochs" in res.output
 
 
-@pytest.mark.parametrize("command, module, function", [("sanity", "sanity", "check_overfit_small"),
+@pytest.mark.parametrize("command, module, function", [("sanity", "sanity.overfit_small", "check_overfit_small"),
                                                        ("lr-find", "lr_find", "probe")])
 def test_ctrl_c_in_sanity_or_lr_find_marks_the_folder_interrupted_and_exits_130(tmp_path, monkeypatch, command,
                                                                                 module, function):

@@ -163,8 +163,8 @@ def test_acceptance_digits_run_end_to_end_report_has_every_steps_table_and_figur
         assert f"## Table: {table}" in md, table
     for summary_of in ("1-sanity", "2-lr-find", "3-search", run.name):
         assert f"## Summary: {summary_of}" in md
-    figures = ["1-sanity/overfit.png", "1-sanity/layers.png", "2-lr-find/lr_find.png", "3-search/search_params.png",
-               "3-search/search_curves.png", "report_curves.png", "report_trials.png"]
+    figures = ["1-sanity/overfit.png", "1-sanity/layers.png", "1-sanity/batch.png", "2-lr-find/lr_find.png",
+               "3-search/search_params.png", "3-search/search_curves.png", "report_curves.png", "report_trials.png"]
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figures)
     for fig in figures:
