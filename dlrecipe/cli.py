@@ -4,6 +4,7 @@ Heavy imports (torch, pandas, matplotlib) live inside the command bodies so that
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,33 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
 )
 
+
+
+def _flag_type(original):
+    """Typer prints a type column beside every option; for a flag it said <bool>, which reads as "takes a value"."""
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+    return display_type_rich
+
+
+typer.core.TyperOption.display_type_rich = _flag_type(typer.core.TyperOption.display_type_rich)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"dlrecipe {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the dlrecipe version and exit", show_default=False)]
+          = False) -> None:
+    """Babysit neural network training, step by step."""
+
+
 RecipeArg = Annotated[Path, typer.Argument(help="recipe file (TOML), e.g. recipes/digits_mlp.toml",
                                            metavar="RECIPE", show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -30,22 +58,33 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or c
 SeedOpt = Annotated[int | None, typer.Option(help="override the recipe's seed")]
 RunsDirOpt = Annotated[Path, typer.Option(help="where run folders are created")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output, only the result")]
-DebugOpt = Annotated[bool, typer.Option(help="show full tracebacks")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show full tracebacks", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else there, also "
+                                       "on error (schema: dlrecipe/schema/result.schema.json); progress goes to "
+                                       "stderr", show_default=False)]
+TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write TensorBoard event files beside each "
+                                              "metrics.csv (= --set train.tensorboard=true; needs the tensorboard "
+                                              "package)", show_default=False)]
 
 
-def _guard(debug: bool, body: Callable[[], int | None]) -> None:
+def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, command: str | None = None) -> None:
     """Run a command body: a UserError, or an exception raised in the user's own code (a model factory, a forward
     pass), becomes one line on stderr and exit code 2 (traceback with --debug); a run folder it left running is
-    recorded as failed with the reason."""
+    recorded as failed with the reason. The body returns an exit code, or a contract Result (--json): printed as
+    the one JSON object on stdout, while anything else the body prints goes to stderr."""
     from . import runs
 
     runs.STARTED.clear()
+    stdout = sys.stdout
+    text = None
     try:
-        code = body()
+        with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+            code = body()
     except UserError as e:
         runs.mark_unfinished_failed(e)
         if debug:
             raise
+        text = str(e)
         err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as e:
@@ -55,32 +94,67 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
         where = user_frame(e)
         if debug or not where:  # not from the user's code: dlrecipe's own bug, keep the traceback
             raise
+        text = f"your code raised {exception_words(e)} (at {where})"
         err.print(f"[bold red]error:[/] your code raised {plain(exception_words(e))} (at {plain(where)}); run with "
                   f"--debug for the traceback", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as e:  # an Interrupted carries what was kept and how to go on
-        text = str(e) or "the run folder keeps every finished epoch"
-        err.print(plain(text if text.startswith("interrupted") else f"interrupted: {text}"), highlight=False,
-                  soft_wrap=True)
+        said = str(e) or "the run folder keeps every finished epoch"
+        said = said if said.startswith("interrupted") else f"interrupted: {said}"
+        err.print(plain(said), highlight=False, soft_wrap=True)
+        if json_out:
+            _emit(stdout, contract_error(command, said, status="interrupted", code=130))
         raise typer.Exit(130) from None
+    finally:
+        if json_out and text is not None:
+            _emit(stdout, contract_error(command, text))
+    from .contract import Result
+
+    if isinstance(code, Result):
+        _emit(stdout, code.to_dict())
+        code = code.exit_code
     if code:
         raise typer.Exit(code)
 
 
-def _load(recipe: Path, sets: list[str] | None, seed: int | None):
+def contract_error(command: str | None, message: str, status: str = "error", code: int = 2) -> dict:
+    from .contract import error_payload
+
+    return error_payload(command, " ".join(str(message).split()), status=status, code=code)
+
+
+def _emit(stream, obj: dict) -> None:
+    """The --json object: one line of JSON on stdout."""
+    import json
+
+    stream.write(json.dumps(obj) + "\n")
+    stream.flush()
+
+
+def _result(command: str, lib_result, strict: bool = False):
+    from .contract import result_of
+
+    return result_of(command, lib_result, strict=strict)
+
+
+def _load(recipe: Path, sets: list[str] | None, seed: int | None, tensorboard: bool = False):
     from .recipe import load
 
     overrides = list(sets or [])
     if seed is not None:
         overrides.append(f"seed={seed}")
+    if tensorboard:
+        overrides.append("train.tensorboard=true")
     return load(recipe, overrides)
 
 
 @app.command()
 def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
           runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
-          smoke: Annotated[bool, typer.Option(help="a few batches through training, validation, test and "
-                                                   "logging: for CI pipelines that only need to know it runs")] = False,
+          smoke: Annotated[bool, typer.Option("--smoke", help="a few batches through training, validation, test and "
+                                              "logging: for CI pipelines that only need to know it runs (exit code "
+                                              "1 when it diverges)", show_default=False)] = False,
+          json_out: JsonOpt = False, tensorboard: TensorboardOpt = False,
           ) -> None:
     """Train a recipe with early stopping (best snapshot kept) and LR halving; test the best model.
 
@@ -95,8 +169,11 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
 
         from .train import train as run_train
 
-        r = _load(recipe, sets, seed)
+        r = _load(recipe, sets, seed, tensorboard)
         result = run_train(r, device=device, runs_dir=runs_dir, smoke=smoke, progress=make_progress(quiet))
+        res = _result("train", result)
+        if json_out:
+            return res
         s = result.summary
         table = Table(title=f"{r.name}: {s['status']}", title_justify="left")
         cols = {"best epoch": "best_epoch", "epochs run": "epochs_run", "best val loss": "best_val_loss",
@@ -111,8 +188,8 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         for note in s.get("data_notes", []):
             err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
-        return 130 if s["status"] == "interrupted" else 0
-    _guard(debug, body)
+        return res.exit_code
+    _guard(debug, body, json_out=json_out, command="train")
 
 
 @app.command()
@@ -133,9 +210,10 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
                                                            "study.journal in the run folder)")] = None,
            study: Annotated[str | None, typer.Option(help="study name in --storage (default: the run folder's "
                                                          "name)")] = None,
-           worker: Annotated[bool, typer.Option(help="join the existing study --study in --storage and run "
-                                                     "trials until none is left")] = False,
+           worker: Annotated[bool, typer.Option("--worker", help="join the existing study --study in --storage and "
+                                                "run trials until none is left", show_default=False)] = False,
            resume: Annotated[Path | None, typer.Option(help="continue the killed search in this run folder")] = None,
+           json_out: JsonOpt = False, tensorboard: TensorboardOpt = False,
            ) -> None:
     """Steps 4 and 5: coarse random search (trials x coarse_epochs), then fine trials narrowed around the top-k
     (fine_epochs, early stopping, LR halving); the best fine snapshot is tested once.
@@ -156,11 +234,17 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
         if recipe is None and (sets or seed is not None or worker):
             raise UserError("--set, --seed and --worker need a RECIPE file (--resume continues with the search's "
                             "own recipe)")
-        r = _load(recipe, sets, seed) if recipe is not None else None
+        if recipe is None and tensorboard:
+            raise UserError("--tensorboard needs a RECIPE file (--resume continues with the search's own recipe)")
+        r = _load(recipe, sets, seed, tensorboard) if recipe is not None else None
         if worker:
             if not (storage and study):
                 raise UserError("--worker needs --storage URL and --study NAME (the search to join)")
             run_dir, n = S.join(r, storage=storage, study=study, device=device, runs_dir=runs_dir, quiet=quiet)
+            if json_out:
+                from .contract import Result
+
+                return Result("search", "completed", run_dir, {"command": "search", "study": study, "trials_run": n})
             console.print(f"ran {n} trials of study {study!r}\nrun folder: {run_dir}", highlight=False, soft_wrap=True)
             return 0
         if resume is not None:
@@ -171,6 +255,9 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
             result = S.search(r, device=device, runs_dir=runs_dir, jobs=jobs, prune=prune, seeds=seeds,
                               ensemble=ensemble, storage=storage, study=study, from_lr_find=from_lr_find,
                               quiet=quiet)
+        res = _result("search", result)
+        if json_out:
+            return res
         s, monitor = result.summary, result.summary["monitor"]
         table = S.leaderboard(result, title=f"{s['name']}: leaderboard")
         console.print(table)
@@ -178,7 +265,7 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
             err.print(f"[yellow]warning:[/] {plain(line)}", highlight=False)
         if s["status"] != "completed":
             console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
-            return 1
+            return res.exit_code
         lines = [f"selected: trial {s['selected_trial']} ({s['selected_stage']}) "
                  + " ".join(f"{k}={fmt(v)}" for k, v in s["best_params"].items()),
                  f"validation {monitor} {fmt(s.get('best_' + monitor))}   test loss {fmt(s.get('test_loss'))}"
@@ -194,7 +281,7 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
                 f"{k} {fmt(v['mean'])} ± {fmt(v['std'], 2)}" for k, v in sd.items() if k != "runs"))
         console.print("\n".join(lines) + f"\nrun folder: {result.run_dir}", highlight=False, soft_wrap=True)
         return 0
-    _guard(debug, body)
+    _guard(debug, body, json_out=json_out, command="search")
 
 
 def _lr_find_help() -> str:
@@ -231,6 +318,7 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
             end_lr: Annotated[float, typer.Option(help="range test: last LR")] = 10.0,
             apply: Annotated[Path | None, typer.Option(metavar="OUT.toml", help="write a copy of the recipe with "
                                                        "train.lr = the recommended LR (never the input file)")] = None,
+            json_out: JsonOpt = False,
             ) -> None:
     def body():
         from rich.table import Table
@@ -247,6 +335,11 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
         log = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
         res = L.lr_find(r, device=device, runs_dir=runs_dir, seeds=seeds, lrs=candidates, start_lr=start_lr,
                         end_lr=end_lr, log=log)
+        res_ = _result("lr-find", res)
+        if json_out:
+            if apply is not None:
+                L.apply_lr(r, res.recommended_lr, apply, note=f"run {res.run_dir}")
+            return res_
         several = seeds > 1
         table = Table(title=f"{r.name}: {L.PROBE_ITERATIONS}-update probes from one init, start loss "
                       f"{fmt(res.probes[0]['start_loss'])}", title_justify="left")
@@ -278,8 +371,8 @@ def lr_find(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", 
             out = L.apply_lr(r, res.recommended_lr, apply, note=f"run {res.run_dir}")
             console.print(f"wrote {out} (train.lr = {res.recommended_lr:.4g}); {recipe} is unchanged",
                           highlight=False, soft_wrap=True)
-        return 0
-    _guard(debug, body)
+        return res_.exit_code
+    _guard(debug, body, json_out=json_out, command="lr-find")
 
 
 SANITY_STATUS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]",
@@ -325,9 +418,9 @@ SANITY_HELP = (  # the thresholds are dlrecipe/sanity/*.py constants (tests/test
 @app.command(help=SANITY_HELP)
 def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
            runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
-           strict: Annotated[bool, typer.Option(help="warnings fail too (exit code 1)")] = False,
-           json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout and nothing "
-                                                  "else there (progress goes to stderr)")] = False,
+           strict: Annotated[bool, typer.Option("--strict", help="warnings fail too (exit code 1, verdict FAIL)",
+                                                show_default=False)] = False,
+           json_out: JsonOpt = False,
            only: Annotated[str | None, typer.Option(metavar="CHECK,...", help="run a subset: labels, unregistered, "
                                                     "nan_forward, logits, uses_input, batch_independence, "
                                                     "eval_deterministic, gradient_flow, init_loss, gradient_check, "
@@ -348,9 +441,9 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
         say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True))
         result = run_sanity(r, device=device, runs_dir=runs_dir, only=names, overfit_batches=overfit_batches,
                             overfit_steps=overfit_steps, progress=say, debug=debug)
+        res = _result("sanity", result, strict)
         if json_out:
-            sys.stdout.write(result.to_json() + "\n")
-            return result.exit_code(strict)
+            return res
         table = Table(title=f"{r.name}: sanity", title_justify="left", show_lines=True)
         for col in ("check", "status", "observed", "expected", "advice"):
             table.add_column(col, overflow="fold")
@@ -358,14 +451,15 @@ def sanity(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", s
             table.add_row(c.check, SANITY_STATUS[c.status], plain(c.observed), plain(c.expected), plain(c.advice))
         console.print(table)
         colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.status]
-        console.print(f"[{colour}]{plain(result.verdict)}[/]", highlight=False, soft_wrap=True)
+        colour = "bold red" if res.exit_code else colour  # --strict: a warning is a failure, in words too
+        console.print(f"[{colour}]{plain(res.verdict)}[/]", highlight=False, soft_wrap=True)
         console.print(f"run folder: {result.run_dir} ({result.seconds:.1f} s)", highlight=False, soft_wrap=True)
-        return result.exit_code(strict)
-    _guard(debug, body)
+        return res.exit_code
+    _guard(debug, body, json_out=json_out, command="sanity")
 
 
 @app.command()
-def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) -> None:
+def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False, json_out: JsonOpt = False) -> None:
     """Check a recipe without training: keys, types, ranges, component names, the \\[search] space, then load the
     data (file, columns, target), build the model and run one forward pass and loss on a real batch, as every
     command does first.
@@ -382,6 +476,10 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         from .search import parse_space
 
         r = _load(recipe, sets, None)
+        if json_out:
+            from .api import validate as api_validate
+
+            return api_validate(r)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
         model = build_model(r, data)  # one forward pass and loss on a real batch: shapes checked here
@@ -412,7 +510,7 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         if loose:  # not counted above and never trained: `dlrecipe sanity` fails its unregistered check
             err.print(f"[yellow]warning:[/] not registered with the module, so not trained: {plain(', '.join(loose))}; "
                       f"use nn.ModuleList / nn.ModuleDict / nn.Parameter", highlight=False, soft_wrap=True)
-    _guard(debug, body)
+    _guard(debug, body, json_out=json_out, command="validate")
 
 
 @app.command()
@@ -423,7 +521,7 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a run folder with a sa
                                                        "an image folder", metavar="INPUT", show_default=False)],
             output: Annotated[Path | None, typer.Option("--output", "-o", help="write the predictions to this CSV "
                                                         "file instead of a new run folder")] = None,
-            runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False) -> None:
+            runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False, json_out: JsonOpt = False) -> None:
     """Use a trained model on new data: the training-time transform (table encoder, layout, preprocessing
     statistics) is applied exactly, and one row per example is written.
 
@@ -440,6 +538,8 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a run folder with a sa
         from .predict import predict as run_predict
 
         res = run_predict(run_dir, input_path, output=output, runs_dir=runs_dir)
+        if json_out:
+            return _result("predict", res)
         s = res.summary
         names = {"input_acc": "accuracy", "input_rmse": "RMSE", "input_mae": "MAE", "input_r2": "R²"}
         scores = ", ".join(f"{names[k]} {fmt(v)}" for k, v in s.items() if k in names)
@@ -447,7 +547,35 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a run folder with a sa
         console.print(f"{s['rows']} predictions by {plain(s['model'])}" + (f"; against the input's labels: "
                       f"{scores}" if scores else "") + f"\npredictions: {plain(where)}", highlight=False,
                       soft_wrap=True)
-    _guard(debug, body)
+    _guard(debug, body, json_out=json_out, command="predict")
+
+
+@app.command()
+def keys(section: Annotated[str | None, typer.Argument(help="only this table: top (name, seed, task, description), "
+                                                       "data, model, train or search", metavar="[SECTION]",
+                                                       show_default=False)] = None) -> None:
+    """Every recipe key with its type, default and meaning (what the README's recipe reference lists).
+
+    Example: dlrecipe keys train
+    """
+    from rich import box
+    from rich.table import Table
+
+    from .recipe import SCHEMA, SECTIONS, reference_row
+
+    def body():
+        if section is not None and section not in (*SECTIONS, "top"):
+            raise UserError(f"keys {section!r}: unknown table; allowed: top, {', '.join(SECTIONS)}")
+        chosen = [k for k in SCHEMA if section is None or (k.split(".")[0] == section if "." in k else section == "top")]
+        table = Table(title=plain(f"recipe keys{f' in [{section}]' if section and section != 'top' else ''}"),
+                      title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+        for col in ("key", "type", "default", "meaning (allowed)"):
+            table.add_column(col, overflow="fold", no_wrap=col == "key")
+        for k in chosen:
+            cells = [c.strip().strip("`") for c in reference_row(k).strip("|").split(" | ")]
+            table.add_row(*(plain(c) for c in cells))
+        console.print(table)
+    _guard(False, body)
 
 
 @app.command()
@@ -522,11 +650,13 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
             runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
             budget: Annotated[float | None, typer.Option(metavar="MINUTES", help="fit the whole run in about this "
                                                          "many minutes (scales the search)")] = None,
-            force: Annotated[bool, typer.Option(help="go on after a failed sanity check")] = False,
+            force: Annotated[bool, typer.Option("--force", help="go on after a failed sanity check",
+                                                show_default=False)] = False,
             jobs: Annotated[int, typer.Option(help="search worker processes, each with torch threads = cores / "
                                                    "N")] = 1,
             resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
                                                              "folder: finished steps and trials are kept")] = None,
+            json_out: JsonOpt = False, tensorboard: TensorboardOpt = False,
             ) -> None:
     def body():
         from rich import box
@@ -537,15 +667,17 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
 
         say = None if quiet else (lambda message: err.print(message, highlight=False, soft_wrap=True, markup=False))
         if resume is not None:
-            if recipe is not None or sets or seed is not None or budget is not None or force:
+            if recipe is not None or sets or seed is not None or budget is not None or force or tensorboard:
                 raise UserError("--resume continues the run with its own recipe, budget and --force: drop RECIPE, "
                                 "--set, --seed, --budget and --force")
             res = resume_run(resume, device=device, jobs=jobs, say=say, quiet=quiet)
         elif recipe is None:
             raise UserError("run needs a RECIPE file, or --resume RUN to continue an interrupted run")
         else:
-            res = run_recipe(_load(recipe, sets, seed), device=device, runs_dir=runs_dir, budget_minutes=budget,
+            res = run_recipe(_load(recipe, sets, seed, tensorboard), device=device, runs_dir=runs_dir, budget_minutes=budget,
                              force=force, jobs=jobs, say=say, quiet=quiet)
+        if json_out:
+            return _result("run", res)
         minutes = res.summary.get("budget_minutes")
         table = Table(title=f"{res.summary['name']}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
                       show_lines=False)
@@ -569,14 +701,14 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
         spent = f"{s['seconds']:.0f} s" + (f" of a {minutes:g}-minute budget" if minutes else "")
         console.print(f"run folder: {plain(res.run_dir)} ({spent}); report: {plain(res.run_dir / 'report.html')}",
                       highlight=False, soft_wrap=True)
-        return res.exit_code
-    _guard(debug, body)
+        return _result("run", res).exit_code
+    _guard(debug, body, json_out=json_out, command="run")
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, search, sanity, lr-find, ...)",
                                                   metavar="RUN_DIR", show_default=False)],
-           debug: DebugOpt = False) -> None:
+           debug: DebugOpt = False, json_out: JsonOpt = False) -> None:
     """Read a run's curves: plots (scatter + moving average) and a written diagnosis with the next step.
 
     Diagnoses overfitting, underfitting, LR too high (diverging or bouncing loss), LR too low (a steady crawl),
@@ -589,6 +721,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
         from .report import NO_CURVES, build_report, sparkline
 
         rep = build_report(run_dir)
+        if json_out:
+            return _result("report", rep)
         if rep.headline:
             console.print(plain(rep.headline.replace("**", "")), highlight=False, soft_wrap=True)
         if not rep.curves:
@@ -602,7 +736,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (train, se
                 console.print(f"  [yellow]{f.code}[/]: {plain(f.message)}\n    next: {plain(f.advice)}",
                               highlight=False, soft_wrap=True)
         console.print(f"report: {rep.run_dir / 'report.html'}", highlight=False, soft_wrap=True)
-    _guard(debug, body)
+    _guard(debug, body, json_out=json_out, command="report")
 
 
 @app.command()
@@ -660,9 +794,29 @@ for _info in app.registered_commands:
     if _info.help is None and _info.callback is not None and _info.callback.__doc__:
         _info.help = _reflow(_info.callback.__doc__)
 
+# `dlrecipe --help` lists the main command first, then the steps in the recipe's order, then the tools
+ORDER = ("run", "sanity", "lr-find", "search", "train", "report", "predict", "validate", "keys", "components", "runs",
+         "compare")
+app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__)
+                             if (c.name or c.callback.__name__) in ORDER else len(ORDER))
+
 
 def main() -> None:
-    app(prog_name="dlrecipe")
+    """The console script. With --json, a command line that does not parse is also one JSON object on stdout."""
+    argv = sys.argv[1:]
+    if "--json" not in argv:
+        app(prog_name="dlrecipe")
+        return
+    try:
+        code = app(prog_name="dlrecipe", standalone_mode=False)
+    except Exception as e:  # a usage error (unknown option, missing argument, bad value) from Typer's parser
+        if not (hasattr(e, "format_message") and hasattr(e, "show")):
+            raise
+        e.show()
+        command = next((a for a in argv if not a.startswith("-")), None)
+        _emit(sys.stdout, contract_error(command if command in ORDER else None, e.format_message()))
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

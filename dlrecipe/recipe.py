@@ -128,6 +128,9 @@ SCHEMA: dict[str, Key] = {
     "train.monitor": Key("str", "val_loss", "validation metric for early stopping, LR halving and the best snapshot",
                          choices=("val_loss", "val_acc")),
     "train.eval_batch_size": Key("int", 1024, "batch size for validation and test passes", lo=1),
+    "train.tensorboard": Key("bool", False, "also write TensorBoard event files (loss, accuracy, LR per epoch) beside "
+                             "each metrics.csv, for train, search trials and run (default false; --tensorboard; "
+                             "needs pip install tensorboard)"),
     # [search] (dlrecipe search)
     "search.space": Key("table", {}, "dotted recipe key -> {log_uniform|uniform|int|choice = [...]}"),
     "search.trials": Key("int", 20, "coarse-stage random trials", lo=1),
@@ -317,7 +320,7 @@ def validate(flat: dict[str, Any], *, path: Path | None = None) -> Recipe:
                 raise RecipeError(f"unknown table [{section}] (key {key}){_suggest(section, SECTIONS)} "
                                   f"Allowed tables: {', '.join(SECTIONS)}")
             raise RecipeError(f"unknown key {key}{_suggest(key, list(SCHEMA))} "
-                              f"(see the README's recipe reference for every key)")
+                              f"(`dlrecipe keys` lists every key)")
         value = _check_type(key, value, spec)
         _check_range(key, value, spec)
         values[key] = value

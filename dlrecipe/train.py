@@ -39,6 +39,7 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     from .loop import evaluate, fit, loss_function
     from .models import build_model, count_parameters
     from .predict import save_model
+    from .tensorboard import event_log
 
     progress = progress or NullProgress()
     seed = recipe["seed"] if seed is None else seed
@@ -52,9 +53,11 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     per_epoch = min(len(data.x_train), (max_batches or 10**9) * d["batch_size"])
     t0 = time.perf_counter()
     progress.start(tr["epochs"], per_epoch, recipe.name)
+    events = event_log(run_dir, recipe)  # TensorBoard, beside metrics.csv, when train.tensorboard is on
     with CsvLog(run_dir / "metrics.csv", metric_columns(recipe.task)) as log:
         def on_row(row: dict):
             log.write(row)
+            events.write(row)
             progress.epoch(row)
             return on_epoch(row) if on_epoch else None
 
@@ -64,6 +67,7 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
                          interruptible=interruptible)
         finally:
             progress.close()
+            events.close()
     save_model(run_dir, model, data, recipe)
     limit = None if max_batches is None else max_batches * d["batch_size"]
     test = {}

@@ -267,8 +267,11 @@ def test_cli_warnings_pass_unless_strict(tmp_path):
     assert lenient.exit_code == 0, lenient.output
     (check,) = json.loads(lenient.stdout)["checks"]
     assert check["status"] == "warn" and "too low" in check["advice"]
-    strict = _invoke(*args, "--strict")
-    assert strict.exit_code == 1 and "PASS with warnings" in strict.stdout
+    assert "PASS with warnings" in _invoke(*args).stdout
+    strict = _invoke(*args, "--strict")  # the verdict's words agree with the exit code
+    assert strict.exit_code == 1 and "FAIL (--strict" in strict.stdout and "PASS" not in strict.stdout
+    strict_json = json.loads(_invoke(*args, "--strict", "--json").stdout)
+    assert strict_json["exit_code"] == 1 and strict_json["verdict"].startswith("FAIL (--strict")
 
 
 @pytest.mark.parametrize("args, message", [
