@@ -77,10 +77,12 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
     runs.STARTED.clear()
     stdout = sys.stdout
     text = None
+    started: list[Path] = []  # the run folder an error or Ctrl-C left behind, for the --json object
     try:
         with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
             code = body()
     except UserError as e:
+        started = list(runs.STARTED)
         runs.mark_unfinished_failed(e)
         if debug:
             raise
@@ -88,6 +90,7 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
         err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as e:
+        started = list(runs.STARTED)
         runs.mark_unfinished_failed(e)
         from .sanity.preflight import exception_words, user_frame
 
@@ -103,11 +106,11 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
         said = said if said.startswith("interrupted") else f"interrupted: {said}"
         err.print(plain(said), highlight=False, soft_wrap=True)
         if json_out:
-            _emit(stdout, contract_error(command, said, status="interrupted", code=130))
+            _emit(stdout, contract_error(command, said, status="interrupted", code=130, run_dir=runs.STARTED[:1]))
         raise typer.Exit(130) from None
     finally:
         if json_out and text is not None:
-            _emit(stdout, contract_error(command, text))
+            _emit(stdout, contract_error(command, text, run_dir=started[:1]))
     from .contract import Result
 
     if isinstance(code, Result):
@@ -117,10 +120,15 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
         raise typer.Exit(code)
 
 
-def contract_error(command: str | None, message: str, status: str = "error", code: int = 2) -> dict:
+def contract_error(command: str | None, message: str, status: str = "error", code: int = 2,
+                   run_dir: list[Path] | None = None) -> dict:
+    """The --json object of a command that ended without a result; run_dir: the folder it had started, if any."""
     from .contract import error_payload
 
-    return error_payload(command, " ".join(str(message).split()), status=status, code=code)
+    obj = error_payload(command, " ".join(str(message).split()), status=status, code=code)
+    if run_dir:
+        obj["run_dir"] = str(run_dir[0])
+    return obj
 
 
 def _emit(stream, obj: dict) -> None:

@@ -194,3 +194,15 @@ def test_version_keys_and_help_read_well():
     for command in ("run", "sanity", "lr-find", "search", "train", "report", "predict", "validate"):
         text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
         assert "<bool>" not in text and "--no-" not in text and "--json" in text, command
+
+
+def test_ctrl_c_with_json_is_an_interrupted_object_with_exit_130(tmp_path, monkeypatch):
+    from dlrecipe import lr_find as L
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(L, "probe", ctrl_c)
+    obj = _json("lr-find", DIGITS, "--runs-dir", tmp_path, code=130)
+    (run,) = tmp_path.iterdir()
+    assert obj["status"] == "interrupted" and obj["run_dir"] == str(run) and "interrupted" in obj["error"]
