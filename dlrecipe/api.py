@@ -15,6 +15,7 @@ or a dict of splits) stand in for model.* and data.source (see dlrecipe/memory.p
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,9 @@ def _resolve(recipe, *, model=None, data=None, task=None, overrides=None, seed=N
     if recipe is None:
         if data is None:
             raise UserError("give a recipe (a TOML path, a dict or a Recipe) or data= (and model=, task=)")
-        if model is not None and "name" not in values:
-            values["name"] = type(model).__name__.lower() if not isinstance(model, type) else model.__name__.lower()
+        if model is not None and "name" not in values:  # the run folder's name: the module's class or the factory
+            label = type(model).__name__ if hasattr(model, "forward") else getattr(model, "__name__", "")
+            values["name"] = re.sub(r"[^a-z0-9_]+", "", label.lower()) or "python"
         values.setdefault("name", "python")
         base: Any = {}
     else:

@@ -575,7 +575,8 @@ def keys(section: Annotated[str | None, typer.Argument(help="only this table: to
         if section is not None and section not in (*SECTIONS, "top"):
             raise UserError(f"keys {section!r}: unknown table; allowed: top, {', '.join(SECTIONS)}")
         chosen = [k for k in SCHEMA if section is None or (k.split(".")[0] == section if "." in k else section == "top")]
-        table = Table(title=plain(f"recipe keys{f' in [{section}]' if section and section != 'top' else ''}"),
+        where = {None: "", "top": " outside any table"}.get(section, f" in [{section}]")
+        table = Table(title=plain(f"recipe keys{where}"),
                       title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
         for col in ("key", "type", "default", "meaning (allowed)"):
             table.add_column(col, overflow="fold", no_wrap=col == "key")
