@@ -158,6 +158,17 @@ def test_init_loss_is_log_c_for_zero_logits():
     assert c.details["loss_regularised"] == pytest.approx(c.details["loss"])  # zero weights: no penalty
 
 
+def test_regression_init_loss_is_the_target_variance_plus_the_outputs_variance():
+    """MSE on a standardised target at init = 1 + var(outputs): the lectures' init (Xavier output over He ReLUs)
+    gives outputs of std ~1.2, which must pass; N(0, 1) weights (outputs of std ~10) fail."""
+    diabetes = ROOT / "recipes" / "diabetes_regression.toml"
+    c = _check(_sanity(diabetes, ["model.activation='relu'", "model.hidden=[128, 128]"], only="init_loss"),
+               "init_loss")
+    assert c.status == "pass" and 1.5 < c.details["loss"] < 1 + S.init_loss.INIT_LOSS_WARN_REG
+    c = _check(_sanity(diabetes, ["model.init='normal'"], only="init_loss"), "init_loss")
+    assert c.status == "fail" and c.details["excess"] > S.init_loss.INIT_LOSS_FAIL_REG
+
+
 def test_lr_far_too_high_warns_in_overfit_small_and_names_the_lr_that_passes():
     """The setup learns at another LR: a warning with that LR (lr-find's job), not a failure of the setup."""
     c = _check(_sanity(DIGITS, ["train.lr=10.0"], only="overfit_small"), "overfit_small")
