@@ -192,8 +192,8 @@ def build_optimizer(model: nn.Module, tr: dict) -> torch.optim.Optimizer:
 
 
 def weight_penalty(model: nn.Module, l1: float) -> torch.Tensor:
-    """l1 * sum |W| over weight matrices and kernels (not biases, not norm parameters)."""
-    return l1 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1)
+    """l1 * sum |W| over trained weight matrices and kernels (not biases, norm parameters or frozen layers)."""
+    return l1 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1 and p.requires_grad)  # frozen: no L1
 
 
 # ---------------------------------------------------------------------------------------------------------------
