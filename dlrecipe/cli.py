@@ -88,14 +88,43 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         if "test_rmse" in s:  # regression: the error in the target's own units beside the standardised loss
             del cols["best val acc"], cols["test acc"]
             cols.update({"test RMSE": "test_rmse", "test MAE": "test_mae", "test R²": "test_r2"})
+        if "test_averaging" in s:  # [test] mc_dropout / tta: the averaged metrics beside the plain ones
+            cols[f"test acc ({s['test_averaging']})" if "test_acc_averaged" in s else
+                 f"test loss ({s['test_averaging']})"] = "test_acc_averaged" if "test_acc_averaged" in s \
+                else "test_loss_averaged"
         for col in cols:
             table.add_column(col, justify="right")
         table.add_row(*(fmt(s.get(k)) for k in cols.values()))
         console.print(table)
         for note in s.get("data_notes", []):
             err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
+        for warning in s.get("hidden_unit_warnings", []):
+            err.print(f"warning: {plain(warning)}", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 130 if s["status"] == "interrupted" else 0
+    _guard(debug, body)
+
+
+@app.command()
+def pretrain(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+             runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Greedy layer-wise autoencoder pre-training of the recipe's MLP (lecture 002), [pretrain] table.
+
+    Each hidden layer is trained in turn as a tied-weight autoencoder of the previous layer's codes. Writes
+    runs/<time>-<name>-pretrain/: pretrain.csv (reconstruction loss per layer and epoch), pretrain.png,
+    pretrain.pt (the hidden layers' weights: name the folder in model.pretrained to fine-tune from it).
+    `train` and `run` pre-train by themselves when pretrain.epochs > 0.
+
+    Example: dlrecipe pretrain recipes/digits_pretrain.toml
+    """
+    def body():
+        from .pretrain import pretrain as run_pretrain
+
+        r = _load(recipe, sets, seed)
+        say = None if quiet else (lambda m: console.print(plain(m), highlight=False, soft_wrap=True))
+        result = run_pretrain(r, device=device, runs_dir=runs_dir, say=say)
+        console.print(f"{plain(result.summary['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False,
+                      soft_wrap=True)
     _guard(debug, body)
 
 

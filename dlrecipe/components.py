@@ -136,7 +136,8 @@ REGULARISERS: dict[str, Component] = {
                              "training (inverted scaling)", "003 004"),
     "early_stopping": Component("train.patience: stop after that many epochs without validation improvement, "
                                 "keep the best snapshot", "002 003"),
-    "augmentation": Component("data.augment: hflip, crop, jitter, cutout, mixup (training split only)", "001 003"),
+    "augmentation": Component("data.augment: hflip, crop, resized_crop, jitter, pca_colour, cutout, mixup "
+                                              "(training split only)", "001 003"),
 }
 
 OUTPUT_BIASES: dict[str, Component] = {

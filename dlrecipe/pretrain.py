@@ -97,7 +97,7 @@ def pretrain_layers(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             with torch.no_grad():
                 val = float(ae.loss(codes_val)) if len(codes_val) else float("nan")
@@ -119,7 +119,8 @@ def hidden_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def pretrain_in(run_dir: Path, recipe, data, model: nn.Module, *, seed: int | None = None, say=None) -> list[dict]:
-    """Pre-train `model`'s hidden layers on the training split; write pretrain.csv, pretrain.pt and pretrain.png."""
+    """Pre-train `model`'s hidden layers on the training split's inputs (with data.max_train: also the ones whose
+    labels it leaves out; pre-training needs no labels); write pretrain.csv, pretrain.pt and pretrain.png."""
     from .runs import CsvLog
 
     cfg = recipe.section("pretrain")
@@ -132,8 +133,8 @@ def pretrain_in(run_dir: Path, recipe, data, model: nn.Module, *, seed: int | No
                 say(f"pre-trained hidden layer {row['layer']}: {row['loss']} reconstruction loss "
                     f"{row['train_loss']:.4g} (validation {row['val_loss']:.4g})")
 
-        rows = pretrain_layers(model, data.x_train, data.x_val, cfg, recipe.section("train"), seed=seed,
-                               on_epoch=on_epoch)
+        x = data.x_train if data.x_unlabelled is None else torch.cat([data.x_train, data.x_unlabelled])
+        rows = pretrain_layers(model, x, data.x_val, cfg, recipe.section("train"), seed=seed, on_epoch=on_epoch)
     torch.save(hidden_state(model), Path(run_dir) / "pretrain.pt")
     plot_pretrain(rows, Path(run_dir) / "pretrain.png")
     return rows

@@ -122,8 +122,8 @@ SCHEMA: dict[str, Key] = {
                                   hi_open=True),
     "model.pretrained": Key("str", "", "transfer learning: a run folder or a state-dict .pt file whose matching "
                             "layers are loaded (weights_only), e.g. runs/...-train (lecture 003; default: none)"),
-    "model.pretrained_skip": Key("list[str]", [], "layers to keep new although model.pretrained has them: layer "
-                                 "numbers from the input ('0', '1', ...), 'output', or module names"),
+    "model.pretrained_skip": Key("list[int|str]", [], "layers to keep new although model.pretrained has them: "
+                                 "layer numbers from the input (integers), 'output', or module names (strings)"),
     # [train]
     "train.optimizer": Key("str", "sgd", "optimizer", choices=_names(C.OPTIMIZERS)),
     "train.lr": Key("float", 0.01, "learning rate", lo=0, lo_open=True),
@@ -152,7 +152,7 @@ SCHEMA: dict[str, Key] = {
                          choices=("val_loss", "val_acc")),
     "train.eval_batch_size": Key("int", 1024, "batch size for validation and test passes", lo=1),
     "train.freeze": Key("list[int|str]", [], "layers whose parameters are not trained: numbers from the input "
-                        "(0 = first layer; see the run's layers.csv), 'output', or module names for python models "
+                        "(integers, 0 = first layer; see the run's layers.csv), 'output', or module names (strings) "
                         "(transfer learning, lecture 003; default: none)"),
     "train.unfreeze": Key("list[int]", [], "staged fine-tuning: at each of these epochs unfreeze the top-most "
                           "still-frozen layer, e.g. [6, 11] (lecture 003: fine-tune more layers)", lo=1),

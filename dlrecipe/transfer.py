@@ -76,14 +76,15 @@ def _owner(key: str, groups: list[tuple[str, list[str]]]) -> int | None:
 
 
 def select_layers(model: nn.Module, names: list, key: str) -> list[int]:
-    """Layer indices for entries of train.freeze / model.pretrained_skip: a number from the input (negative: from
-    the output), 'output', a layer's name, or any module name (every layer inside it)."""
+    """Layer indices for entries of train.freeze / model.pretrained_skip: an integer counts layers from the input
+    (negative: from the output); a string is 'output', a layer's name or any module name (every layer inside it;
+    the names of a Sequential's children are digits: "3" is module 3, 3 is the fourth layer)."""
     groups = layer_groups(model)
     listing = ", ".join(f"{i}={name}" for i, (name, _) in enumerate(groups))
     chosen: list[int] = []
     for entry in names:
         text = str(entry)
-        if isinstance(entry, int) or text.lstrip("-").isdigit():
+        if isinstance(entry, int):
             i = int(text)
             if not -len(groups) <= i < len(groups):
                 raise RecipeError(f"{key} = {entry!r}: the model has {len(groups)} layers, 0..{len(groups) - 1} from "

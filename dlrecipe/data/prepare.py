@@ -277,20 +277,21 @@ def select_classes(raw: RawData, keep: list[int], task: str) -> RawData:
 
 
 def subsample_train(part: tuple[Any, np.ndarray, np.ndarray], n: int | None, task: str, seed: int):
-    """data.max_train: a stratified random sample (by seed) of n training examples; all of them when fewer."""
+    """data.max_train: (a stratified random sample (by seed) of n training examples, the other training inputs
+    without their labels, or None when all n are kept)."""
     from sklearn.model_selection import train_test_split
 
     x, y, ids = part
     if n is None or n >= len(y):
-        return part
+        return part, None
     rows = np.arange(len(y))
     try:
-        rows, _ = train_test_split(rows, train_size=n, random_state=seed,
-                                   stratify=y if task == "classification" else None)
+        rows, rest = train_test_split(rows, train_size=n, random_state=seed,
+                                      stratify=y if task == "classification" else None)
     except ValueError as e:  # fewer examples than classes
         raise DataError(f"data.max_train = {n}: {e}") from None
     rows = np.sort(rows)
-    return _take(x, rows), y[rows], ids[rows]
+    return (_take(x, rows), y[rows], ids[rows]), _take(x, np.sort(rest))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -329,6 +330,7 @@ class Data:
     notes: list[str] = field(default_factory=list)            # rows dropped, files skipped, layout changes
     columns: list[dict] = field(default_factory=list)         # tables: how each source column is encoded
     image: dict | None = None                                  # image folders: size and channels
+    x_unlabelled: torch.Tensor | None = None   # data.max_train: the other training inputs ([pretrain] uses them)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -339,8 +341,9 @@ class Data:
         return isinstance(self.x_train, StreamedX)
 
     def to(self, device: torch.device | str) -> Data:
-        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            setattr(self, name, getattr(self, name).to(device))
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unlabelled"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
     def in_memory(self, n_train: int, n_val: int, seed: int = 0) -> Data:
@@ -367,7 +370,7 @@ def load_data(recipe, device: torch.device | str = "cpu") -> Data:
     if recipe.task == "classification" and raw.y.dtype.kind == "f":
         raise DataError(f"data.source {d['source']!r} has a continuous target: set task = 'regression'")
     parts = _split(raw, d["split"], recipe.task, recipe["seed"])
-    parts["train"] = subsample_train(parts["train"], d.get("max_train"), recipe.task, recipe["seed"])
+    parts["train"], unlabelled = subsample_train(parts["train"], d.get("max_train"), recipe.task, recipe["seed"])
     notes = list(raw.notes)
     transform = fit_transform(d, parts["train"][0], notes)
     xs = {}
@@ -400,6 +403,8 @@ def load_data(recipe, device: torch.device | str = "cpu") -> Data:
     data = Data(xs["train"], t(ys["train"]), xs["val"], t(ys["val"]), xs["test"], t(ys["test"]), recipe.task,
                 num_outputs, raw.classes, mean, std, transform, {k: v[2] for k, v in parts.items()}, notes, columns,
                 raw.image)
+    if unlabelled is not None and not isinstance(unlabelled, Examples) and len(unlabelled):
+        data.x_unlabelled = torch.as_tensor(transform(unlabelled))
     return data.to(device)
 
 
