@@ -1,6 +1,6 @@
 """Layer-wise autoencoder pre-training against random init on a small labelled subset (the README's table).
 
-Run with: python bench/pretrain.py [--seeds 3] [--runs-dir /tmp/dlrecipe-pretrain]
+Run with: python bench/pretrain.py [--seeds 3] [--set KEY=VALUE] [--runs-dir /tmp/dlrecipe-pretrain]
 
 For each seed s, recipes/digits_pretrain.toml (100 labelled digits drawn by seed s; pre-training also reads the
 other training images without labels) is trained twice: with its [pretrain] (30 epochs per hidden layer, then
@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for every arm, e.g. --set train.epochs=200")
     ap.add_argument("--runs-dir", default=tempfile.mkdtemp(prefix="dlrecipe-pretrain-"))
     args = ap.parse_args()
-    recipe = load(ROOT / "recipes/digits_pretrain.toml")
+    recipe = load(ROOT / "recipes/digits_pretrain.toml", args.set)
     arms = {"layer-wise pre-trained, fine-tuned": {}, "random init": {"pretrain.epochs": 0}}
     results: dict[str, list[float]] = {}
     for seed in range(args.seeds):

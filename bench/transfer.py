@@ -1,6 +1,6 @@
 """Transfer learning against training from scratch on few labels (the README's table).
 
-Run with: python bench/transfer.py [--seeds 3] [--runs-dir /tmp/dlrecipe-transfer]
+Run with: python bench/transfer.py [--seeds 3] [--set KEY=VALUE] [--runs-dir /tmp/dlrecipe-transfer]
 
 1. trains recipes/mnist1d_source.toml (MNIST-1D digits 0-4, all ~1600 training signals) once, seed 0;
 2. for each seed s: recipes/mnist1d_transfer.toml (digits 5-9, 100 labelled signals drawn by seed s) with
@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for every arm, e.g. --set train.epochs=200")
     ap.add_argument("--runs-dir", default=tempfile.mkdtemp(prefix="dlrecipe-transfer-"))
     args = ap.parse_args()
     source = train(load(ROOT / "recipes/mnist1d_source.toml"), runs_dir=args.runs_dir, device="cpu")
     print(f"source (digits 0-4): test acc {source.summary['test_acc']:.4f}, {source.run_dir}")
-    transfer_recipe = load(ROOT / "recipes/mnist1d_transfer.toml")
+    transfer_recipe = load(ROOT / "recipes/mnist1d_transfer.toml", args.set)
     arms = {
         "transfer (conv frozen, unfrozen at 15/25)": {"model.pretrained": str(source.run_dir)},
         "from scratch": {"train.freeze": [], "train.unfreeze": []},
