@@ -36,7 +36,8 @@ def main() -> None:
             results.setdefault(arm, []).append(r.summary["test_acc"])
             print(f"seed {seed} {arm}: test acc {r.summary['test_acc']:.4f} (best epoch {r.summary['best_epoch']})",
                   flush=True)
-    print("\n| digits, 100 labels, mlp [256, 128] sigmoid | test acc (mean +- std) | per seed |")
+    print(f"\n| digits, 100 labels, mlp {recipe['model.hidden']} {recipe['model.activation']} | test acc (mean +- std) "
+          f"| per seed |")
     print("|---|---|---|")
     for arm, accs in results.items():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
