@@ -68,7 +68,8 @@ def tta_views(x: torch.Tensor, names: list[str], padding: int = 4) -> list[torch
 
 @torch.no_grad()
 def averaged_outputs(model: nn.Module, x, task: str, *, mc_dropout: int = 0, tta: list[str] | None = None,
-                     padding: int = 4, batch_size: int = 1024, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     padding: int = 4, batch_size: int = 1024,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(mean probabilities (N, C) or mean regression outputs (N,), spread over the MC passes (N,) or None).
 
     T = max(mc_dropout, 1) passes, each over every TTA view; with mc_dropout = 0 or 1 and no dropout layers this is

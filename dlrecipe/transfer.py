@@ -165,6 +165,9 @@ class FineTuning:
             tune.frozen = select_layers(model, tr["freeze"], "train.freeze")
             for p in _params_of(model, layer_groups(model), tune.frozen):
                 p.requires_grad_(False)
+            if not any(p.requires_grad for p in model.parameters()):
+                raise RecipeError(f"train.freeze = {tr['freeze']} freezes every layer: nothing would train (leave "
+                                  f"at least the output layer out)")
         return tune
 
     def names(self) -> list[str]:

@@ -102,3 +102,16 @@ def test_pretrain_command_output_feeds_model_pretrained(tmp_path):
 def test_pretraining_needs_a_plain_mlp():
     with pytest.raises(RecipeError, match="pretrain.epochs"):
         small_recipe(**{"pretrain.epochs": 2, "model.norm": "batch"})
+
+
+@pytest.mark.slow
+def test_run_pretrains_once_and_every_step_starts_from_it(tmp_path):
+    from dlrecipe.pipeline import run_recipe
+
+    r = small_recipe(**{"model.hidden": [6], "model.activation": "sigmoid", "pretrain.epochs": 1,
+                        "search.trials": 2, "search.coarse_epochs": 1, "search.fine_trials": 1,
+                        "search.fine_epochs": 1})
+    result = run_recipe(r, device="cpu", runs_dir=tmp_path)
+    assert (result.run_dir / "0-pretrain" / "pretrain.pt").is_file()
+    layers = sorted((result.run_dir / "3-search").rglob("layers.csv"))
+    assert layers and all(pd.read_csv(p)["pretrained"].str.startswith("loaded").iloc[0] for p in layers)
