@@ -382,7 +382,11 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         r = _load(recipe, sets, None)
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
-        params = count_parameters(build_model(r, data))
+        model = build_model(r, data)
+        from .transfer import FineTuning
+
+        FineTuning.from_train(model, r.section("train"))  # train.freeze names layers the model has
+        params = count_parameters(model)
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
         outputs = f"{data.num_outputs} classes" if r["task"] == "classification" else "regression"
@@ -403,6 +407,10 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
                       f"of shape {shape}, {outputs}; model: {params:,} parameters", highlight=False, soft_wrap=True)
+        if hasattr(model, "pretrained_report"):  # model.pretrained: what the load did, per layer
+            loads = ", ".join(f"{row['name']} {row['status']}" + (f" ({row['detail']})" if row["status"] == "new" else "")
+                              for row in model.pretrained_report)
+            console.print(f"model.pretrained: {plain(loads)}", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

@@ -115,3 +115,18 @@ def test_run_pretrains_once_and_every_step_starts_from_it(tmp_path):
     assert (result.run_dir / "0-pretrain" / "pretrain.pt").is_file()
     layers = sorted((result.run_dir / "3-search").rglob("layers.csv"))
     assert layers and all(pd.read_csv(p)["pretrained"].str.startswith("loaded").iloc[0] for p in layers)
+
+
+def test_pretrain_cli_writes_the_folder_and_refuses_zero_epochs(tmp_path):
+    from typer.testing import CliRunner
+
+    from dlrecipe.cli import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nsource = "iris"\n[model]\nhidden = [6]\nactivation = "sigmoid"\n[pretrain]\nepochs = 1\n')
+    res = CliRunner().invoke(app, ["pretrain", str(recipe), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "pre-trained hidden layer 0: squared reconstruction loss" in res.output
+    assert len(list((tmp_path / "runs").glob("*-r-pretrain/pretrain.pt"))) == 1
+    res = CliRunner().invoke(app, ["pretrain", str(recipe), "--set", "pretrain.epochs=0"])
+    assert res.exit_code == 2 and "pretrain.epochs >= 1" in res.output
