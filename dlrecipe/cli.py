@@ -100,6 +100,14 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
             err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
         for warning in s.get("hidden_unit_warnings", []):
             err.print(f"warning: {plain(warning)}", highlight=False, soft_wrap=True)
+        if "pretrained" in s or "fine_tuning" in s:  # transfer learning: what was loaded, frozen, unfrozen
+            p, ft = s.get("pretrained", {}), s.get("fine_tuning", {})
+            parts = [f"model.pretrained: {p['loaded']} layers loaded, {p['new']} new, {p['ignored']} ignored"] if p \
+                else []
+            parts += [f"layer {e['layer']} unfrozen at epoch {e['epoch']}" for e in ft.get("unfrozen", [])]
+            if ft.get("frozen_at_end"):
+                parts.append(f"frozen to the end: modules {', '.join(ft['frozen_at_end'])}")
+            console.print(plain("; ".join(parts)) + " (layers.csv)", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 130 if s["status"] == "interrupted" else 0
     _guard(debug, body)

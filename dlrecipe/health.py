@@ -63,10 +63,11 @@ def hidden_unit_health(model: nn.Module, x: torch.Tensor) -> tuple[list[dict], l
         rows.append({"layer": i, "name": name, **row})
         units = row["units"]
         if row["correlated_units"] > WARN_FRACTION * units:
-            warnings.append(f"hidden layer {name}: {row['correlated_units']} of {units} units are strongly "
+            warnings.append(f"hidden layer {i} (module {name}): {row['correlated_units']} of {units} units are strongly "
                             f"correlated (|r| > {CORRELATED}) with another: they carry the same signal (lecture 002)")
         if row["ignoring_units"] > WARN_FRACTION * units:
-            warnings.append(f"hidden layer {name}: {row['ignoring_units']} of {units} units ignore the input "
+            warnings.append(f"hidden layer {i} (module {name}): {row['ignoring_units']} of {units} units ignore the "
+                            f"input "
                             f"(constant output): dead or saturated units (lecture 002)")
     return rows, warnings
 

@@ -153,3 +153,21 @@ def test_classes_only_relabels_and_max_train_subsamples_stratified():
     assert data.x_unlabelled is not None and len(data.x_unlabelled) > 0  # the rest, for [pretrain]
     other = load_data(small_recipe(**{"data.classes_only": [2, 0], "data.max_train": 20, "seed": 1}))
     assert not torch.equal(other.x_train, data.x_train)  # drawn by seed
+
+
+@pytest.mark.slow
+def test_search_trials_load_and_freeze(tmp_path):
+    from dlrecipe.search import search
+
+    src = _mlp(**{"train.epochs": 1})
+    (tmp_path / "src").mkdir()
+    train_in(tmp_path / "src", src, load_data(src))
+    r = _mlp(**{"model.pretrained": str(tmp_path / "src"), "train.freeze": [0], "search.trials": 2,
+                "search.coarse_epochs": 1, "search.fine_trials": 0,
+                "search.space": {"train.lr": {"log_uniform": [0.01, 0.1]}}})
+    search(r, device="cpu", runs_dir=tmp_path / "runs", quiet=True)
+    layers = sorted((tmp_path / "runs").rglob("layers.csv"))
+    assert len(layers) >= 2
+    for p in layers:
+        table = pd.read_csv(p)
+        assert table["pretrained"].iloc[0].startswith("loaded") and table["frozen"].iloc[0] == "yes"
