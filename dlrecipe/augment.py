@@ -119,6 +119,8 @@ def resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float, float]
 def fit_pca_colour(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(eigenvalues (3,), eigenvectors (3, 3) as columns) of the 3x3 covariance of every RGB pixel of the training
     split (AlexNet, Krizhevsky et al. 2012)."""
+    if not isinstance(x_train, torch.Tensor):
+        raise RecipeError("augmentation 'pca_colour' needs the training images in memory (data.in_memory = true)")
     if x_train.dim() != 4 or x_train.shape[1] != 3:
         raise RecipeError(f"augmentation 'pca_colour' needs RGB images (B, 3, H, W); the training data has shape "
                           f"{list(x_train.shape)}")
