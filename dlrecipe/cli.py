@@ -104,14 +104,51 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         if "test_rmse" in s:  # regression: the error in the target's own units beside the standardised loss
             del cols["best val acc"], cols["test acc"]
             cols.update({"test RMSE": "test_rmse", "test MAE": "test_mae", "test R²": "test_r2"})
+        if "test_averaging" in s:  # [test] mc_dropout / tta: the averaged metrics beside the plain ones
+            cols[f"test acc ({s['test_averaging']})" if "test_acc_averaged" in s else
+                 f"test loss ({s['test_averaging']})"] = "test_acc_averaged" if "test_acc_averaged" in s \
+                else "test_loss_averaged"
         for col in cols:
             table.add_column(col, justify="right")
         table.add_row(*(fmt(s.get(k)) for k in cols.values()))
         console.print(table)
         for note in s.get("data_notes", []):
             err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
+        for warning in s.get("hidden_unit_warnings", []):
+            err.print(f"warning: {plain(warning)}", highlight=False, soft_wrap=True)
+        if "pretrained" in s or "fine_tuning" in s:  # transfer learning: what was loaded, frozen, unfrozen
+            p, ft = s.get("pretrained", {}), s.get("fine_tuning", {})
+            parts = [f"model.pretrained: {p['loaded']} layers loaded, {p['new']} new, {p['ignored']} ignored"] if p \
+                else []
+            parts += [f"layer {e['layer']} unfrozen at epoch {e['epoch']}" for e in ft.get("unfrozen", [])]
+            if ft.get("frozen_at_end"):
+                parts.append(f"frozen to the end: modules {', '.join(ft['frozen_at_end'])}")
+            console.print(plain("; ".join(parts)) + " (layers.csv)", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 130 if s["status"] == "interrupted" else 0
+    _guard(debug, body)
+
+
+@app.command()
+def pretrain(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+             runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Greedy layer-wise autoencoder pre-training of the recipe's MLP (lecture 002), [pretrain] table.
+
+    Each hidden layer is trained in turn as a tied-weight autoencoder of the previous layer's codes. Writes
+    runs/<time>-<name>-pretrain/: pretrain.csv (reconstruction loss per layer and epoch), pretrain.png,
+    pretrain.pt (the hidden layers' weights: name the folder in model.pretrained to fine-tune from it).
+    `train` and `run` pre-train by themselves when pretrain.epochs > 0.
+
+    Example: dlrecipe pretrain recipes/digits_pretrain.toml
+    """
+    def body():
+        from .pretrain import pretrain as run_pretrain
+
+        r = _load(recipe, sets, seed)
+        say = None if quiet else (lambda m: console.print(plain(m), highlight=False, soft_wrap=True))
+        result = run_pretrain(r, device=device, runs_dir=runs_dir, say=say)
+        console.print(f"{plain(result.summary['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False,
+                      soft_wrap=True)
     _guard(debug, body)
 
 
@@ -385,6 +422,9 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
         model = build_model(r, data)  # one forward pass and loss on a real batch: shapes checked here
+        from .transfer import FineTuning
+
+        FineTuning.from_train(model, r.section("train"))  # train.freeze names layers the model has
         params = count_parameters(model)
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
@@ -412,6 +452,10 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         if loose:  # not counted above and never trained: `dlrecipe sanity` fails its unregistered check
             err.print(f"[yellow]warning:[/] not registered with the module, so not trained: {plain(', '.join(loose))}; "
                       f"use nn.ModuleList / nn.ModuleDict / nn.Parameter", highlight=False, soft_wrap=True)
+        if hasattr(model, "pretrained_report"):  # model.pretrained: what the load did, per layer
+            loads = ", ".join(f"{row['name']} {row['status']}" + (f" ({row['detail']})" if row["status"] == "new" else "")
+                              for row in model.pretrained_report)
+            console.print(f"model.pretrained: {plain(loads)}", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 

@@ -253,6 +253,7 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
 
         current = ["sanity", run_dir / FOLDERS["sanity"], time.perf_counter()]  # step, folder, started
         try:
+            recipe = _pretrain_first(recipe, run_dir, summary, device, say)  # [pretrain]: every step starts from it
             # 1. sanity
             row = keep("sanity")
             if row is not None:
@@ -350,6 +351,22 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
                            finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             write_json(run_dir / "summary.json", summary)
             raise Interrupted(reason) from None
+
+
+def _pretrain_first(recipe, run_dir: Path, summary: dict, device: str, say: Callable[[str], None]):
+    """[pretrain] epochs > 0: layer-wise autoencoder pre-training into 0-pretrain/ (kept by --resume), then the
+    recipe every later step uses starts from its pretrain.pt (model.pretrained) instead of pre-training again."""
+    if recipe["pretrain.epochs"] < 1:
+        return recipe
+    from .pretrain import pretrain
+
+    folder = run_dir / "0-pretrain"
+    if not (folder / "pretrain.pt").is_file():
+        _clear_unfinished(folder)
+        say(f"step 0 pretrain: greedy layer-wise autoencoders, {recipe['pretrain.epochs']} epochs per hidden layer")
+        pretrain(recipe, device=device, runs_dir=run_dir, folder=folder.name, say=say)
+    summary["pretrain"] = {"folder": folder.name, "weights": str(folder / "pretrain.pt")}
+    return recipe.with_values({"pretrain.epochs": 0, "model.pretrained": str((folder / "pretrain.pt").resolve())})
 
 
 def _search_text(ss: dict) -> str:

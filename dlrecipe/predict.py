@@ -42,6 +42,7 @@ def save_model(run_dir: Path, model, data, recipe, *, name: str = "model") -> No
         "model": recipe.section("model"), "recipe_dir": str(Path(recipe.path).resolve().parent) if recipe.path else None,
         "data": {k: recipe[f"data.{k}"] for k in ("source", "format", "target")},
         "image": data.image, "weights": f"{name}.pt", "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "test": test_averaging(recipe),
     }
     if t is not None:
         meta["transform"] = {"preprocess": t.preprocess, "channels_last": t.channels_last, "shape": t.shape,
@@ -54,6 +55,12 @@ def save_model(run_dir: Path, model, data, recipe, *, name: str = "model") -> No
             meta["transform"]["encoder"] = {"file": "encoder.skops", "sha256": _sha256(run_dir / "encoder.skops"),
                                             "columns": [str(c) for c in t.encoder.feature_names_in_]}
     write_json(run_dir / "model.json", meta)
+
+
+def test_averaging(recipe) -> dict:
+    """What predict averages over ([test] mc_dropout, tta), as model.json keeps it."""
+    return {"mc_dropout": recipe["test.mc_dropout"], "tta": list(recipe["test.tta"]),
+            "crop_padding": recipe["data.crop_padding"], "seed": recipe["seed"]}
 
 
 def find_model(run_dir: Path) -> Path:
@@ -187,13 +194,25 @@ class PredictResult:
 
 
 def predictions_table(model, x, bundle_meta: dict, ids, y_true=None, batch_size: int = 1024):
-    """One row per example: row, prediction (class name or value in target units), probabilities, target."""
+    """One row per example: row, prediction (class name or value in target units), probabilities, target; with
+    [test] averaging (model.json's "test") the averaged probabilities, and with MC dropout an uncertainty column
+    (the std over the passes of the predicted class's probability, or of the value in target units)."""
     import pandas as pd
     import torch
 
     from .loop import predict_outputs
+    from .testtime import averaged_outputs
 
-    out = predict_outputs(model, x, batch_size).cpu()
+    tcfg = bundle_meta.get("test") or {}
+    spread = None
+    if tcfg.get("mc_dropout", 0) > 0 or tcfg.get("tta"):
+        mean, spread = averaged_outputs(model, x, bundle_meta["task"], mc_dropout=tcfg.get("mc_dropout", 0),
+                                        tta=tcfg.get("tta", []), padding=tcfg.get("crop_padding", 4),
+                                        batch_size=batch_size, seed=tcfg.get("seed", 0))
+        mean = mean.cpu()
+        out = mean.log() if bundle_meta["task"] == "classification" else mean[:, None]  # softmax(log p) = p
+    else:
+        out = predict_outputs(model, x, batch_size).cpu()
     table = pd.DataFrame({"row": ids})
     if bundle_meta["task"] == "classification":
         classes = bundle_meta["classes"] or [str(i) for i in range(out.shape[1])]
@@ -203,6 +222,9 @@ def predictions_table(model, x, bundle_meta: dict, ids, y_true=None, batch_size:
             table[f"prob_{c}"] = probs[:, i]
     else:
         table["prediction"] = out.reshape(-1).double().numpy() * bundle_meta["target_std"] + bundle_meta["target_mean"]
+    if spread is not None:
+        scale = 1.0 if bundle_meta["task"] == "classification" else bundle_meta["target_std"]
+        table["uncertainty"] = spread.cpu().double().numpy() * scale
     if y_true is not None:
         table["target"] = y_true
     del torch

@@ -318,6 +318,7 @@ def build_report(run_dir: str | Path) -> Report:
         else:
             sections.append("- no alarm: the curves look healthy.")
         sections.append("")
+    sections += _health_section(run_dir)
     tables: list[str] = []
     for summary_path in sorted(run_dir.rglob("summary.json")):
         if "trials" in summary_path.relative_to(run_dir).parts[:-1]:
@@ -353,6 +354,25 @@ def build_report(run_dir: str | Path) -> Report:
     write_json(run_dir / "report.json", {c.label: [f.to_dict() for f in c.findings] for c in curves})
     written += [run_dir / "report.md", run_dir / "report.html", run_dir / "report.json"]
     return Report(run_dir, curves, written, headline)
+
+
+def _health_section(run_dir: Path) -> list[str]:
+    """Hidden-unit health (lecture 002) and test-time averaging, from a train run's summary.json (train runs and
+    the selected search trial); the full per-layer tables follow with the other CSVs."""
+    path = run_dir / "summary.json"
+    s = _read_summary(path) if path.is_file() else {}
+    if "flops_per_example" not in s:
+        return []
+    lines = ["## Model size and hidden units\n",
+             f"- {s.get('parameters', 0):,} parameters ({s.get('trainable_parameters', 0):,} trainable at the end), "
+             f"{s['flops_per_example']:,} FLOPs per example and forward pass"]
+    if "test_averaging" in s:
+        metric = "acc" if "test_acc_averaged" in s else "loss"
+        lines.append(f"- test {metric} {s.get(f'test_{metric}', float('nan')):.4g} plain, "
+                     f"{s[f'test_{metric}_averaged']:.4g} with {s['test_averaging']}")
+    lines += [f"- **warning**: {w}" for w in s.get("hidden_unit_warnings", [])] or \
+        ["- hidden units: no strongly correlated or input-ignoring units (hidden_units.csv)"]
+    return lines + [""]
 
 
 def _html(run_dir: Path, md: str, figures: list[tuple[str, Path]]) -> str:

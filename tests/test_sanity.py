@@ -348,6 +348,11 @@ def test_run_sanity_restores_torch_threads():
 # ------------------------------------------------------------------------ every shipped recipe passes
 
 
+# digits_pretrain: three sigmoid layers at random init do have vanishing gradients; layer-wise pre-training
+# (its [pretrain] table, which sanity does not run) is lecture 002's remedy for exactly that
+EXPECTED_WARNINGS = {"digits_pretrain": ("layer_health",)}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_passes(path, tmp_path):
@@ -357,5 +362,8 @@ def test_every_shipped_recipe_passes(path, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     failing = {c["check"]: c["advice"] for c in out["checks"] if c["status"] != "pass"}
+    for check in EXPECTED_WARNINGS.get(path.stem, ()):  # a true alarm the recipe exists to answer
+        assert out["checks"][[c["check"] for c in out["checks"]].index(check)]["status"] == "warn"
+        failing.pop(check)
     assert not failing, failing  # no false alarms: not even a warning
     assert out["seconds"] < 30
