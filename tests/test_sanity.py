@@ -367,3 +367,12 @@ def test_every_shipped_recipe_passes(path, tmp_path):
         failing.pop(check)
     assert not failing, failing  # no false alarms: not even a warning
     assert out["seconds"] < 30
+
+
+def test_layers_csv_has_the_hidden_unit_measures_of_each_activation(tmp_path):
+    """Lecture 002's 'good training' measures per hidden layer, from the same batch as the other columns."""
+    res = S.run_sanity(load(DIGITS), device="cpu", runs_dir=tmp_path, only="layer_health")
+    table = pd.read_csv(res.run_dir / "layers.csv")
+    hidden = table[table["activation"] != "output"]
+    assert len(hidden) == 2 and hidden["sparsity"].between(0, 1).all()
+    assert (hidden["mean_abs_corr"] > 0).all() and table["sparsity"].isna().iloc[-1]  # no activation after the output
