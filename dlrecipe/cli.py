@@ -434,6 +434,9 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
                                                    "N")] = 1,
             resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
                                                              "folder: finished steps and trials are kept")] = None,
+            passes: Annotated[int, typer.Option(min=1, help="search passes at most: after each, go back to the "
+                                                "search with the change its diagnosis calls for (1: one search)")]
+            = 3,
             ) -> None:
     def body():
         from rich import box
@@ -452,7 +455,7 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
             raise UserError("run needs a RECIPE file, or --resume RUN to continue an interrupted run")
         else:
             res = run_recipe(_load(recipe, sets, seed), device=device, runs_dir=runs_dir, budget_minutes=budget,
-                             force=force, jobs=jobs, say=say, quiet=quiet)
+                             force=force, jobs=jobs, say=say, quiet=quiet, passes=passes)
         minutes = res.summary.get("budget_minutes")
         table = Table(title=f"{res.summary['name']}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
                       show_lines=False)

@@ -6,6 +6,7 @@ training split only (lecture 002).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -257,7 +258,7 @@ def load_data(recipe, device: torch.device | str = "cpu") -> Data:
     t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)
     data = Data(t(x_tr), t(y_tr, ydtype), t(x_va), t(y_va, ydtype), t(x_te), t(y_te, ydtype), recipe.task,
                 num_outputs, raw.classes, mean, std)
-    return data.to(device)
+    return _unless_withheld(data.to(device))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, device) -> Iterator[torch.Tensor]:
@@ -267,3 +268,23 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, device) 
     else:
         order = torch.randperm(n, generator=generator).to(device)
     return iter(order.split(batch_size))
+
+
+_TEST_WITHHELD = {"on": False}  # set by withheld_test_split(): load_data returns an empty test split
+
+
+@contextlib.contextmanager
+def withheld_test_split():
+    """Inside this block load_data gives an empty test split (same train and validation examples, same classes):
+    `dlrecipe run`'s passes select on validation only and the test split is read once, at the very end."""
+    before, _TEST_WITHHELD["on"] = _TEST_WITHHELD["on"], True
+    try:
+        yield
+    finally:
+        _TEST_WITHHELD["on"] = before
+
+
+def _unless_withheld(data: Data) -> Data:
+    if _TEST_WITHHELD["on"]:
+        data.x_test, data.y_test = data.x_test[:0], data.y_test[:0]
+    return data
