@@ -454,12 +454,12 @@ def measured_epoch_seconds(search_dir: Path) -> float | None:
 
 def selected_findings(run_dir: Path, search_dir: Path, ss: dict) -> list:
     """The diagnosis of a pass: the findings on its selected trial's curve, read as the report reads it."""
-    from .report import _diagnose_curve, read_metrics
+    from .report import diagnose_curve, read_metrics
 
     path = search_dir / "trials" / str(ss.get("selected_trial")) / "metrics.csv"
     if not path.is_file():
         return []
-    return _diagnose_curve(run_dir, path, read_metrics(path))
+    return diagnose_curve(run_dir, path, read_metrics(path))
 
 
 def _search_pass(pass_recipe, k: int, search_dir: Path, run_dir: Path, lr_dir: Path, left: float | None,
