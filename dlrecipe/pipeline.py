@@ -256,7 +256,8 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
             current[:] = ["report", run_dir, time.perf_counter()]
             t = time.perf_counter()
             result.report = build_report(run_dir)
-            codes = sorted({f.code for c in result.report.curves for f in c.findings})
+            final = result.report.final  # the selected model's curve; else every curve diagnosed
+            codes = sorted({f.code for c in ([final] if final else result.report.curves) for f in c.findings})
             text = ("diagnosis: " + (", ".join(codes) if codes else "no alarm") if result.report.curves
                     else "no training curves to diagnose (no trial ran)")
             record("report", "done", text, time.perf_counter() - t, None)

@@ -140,7 +140,16 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
         lines = [f"**Status: {status_shown(s)}** after {npass} search pass{'es' if npass != 1 else ''}"
                  + (f" (the loop stopped: {s['passes_stop']})" if s.get("passes_stop") else "") + "."]
     if selected:
-        what = selected.get("text", "").split("; test ")[0]
+        keys = list((s.get("search") or {}).get("best_params") or {})
+        members = selected.get("members") or []
+        said = [f"{m['source']} (" + ", ".join(f"{k} = {fmt(m['recipe'][k])}" for k in keys if k in m["recipe"])
+                + ")" for m in members]
+        what = (f"an ensemble of {len(members)}, the mean of their predicted probabilities: " + "; ".join(said)
+                if selected.get("kind") == "ensemble" else said[0] if said else "")
+        key = selected.get("monitor", "val_loss")
+        val = (selected.get("ensemble_val") if selected.get("kind") == "ensemble" else selected.get("single_val"))
+        if val:
+            what += f"; validation {'accuracy' if key == 'val_acc' else 'loss'} {fmt(val[key.removeprefix('val_')])}"
         lines.append(f"**Selected model:** {what}.")
     elif s.get("selected_trial") is not None:
         params = ", ".join(f"{k} = {fmt(v)}" for k, v in (s.get("best_params") or {}).items())
