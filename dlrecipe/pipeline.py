@@ -542,6 +542,7 @@ def _extra_seeds(recipe, values: dict, search_dir: Path, ss: dict, run_dir: Path
 
             shutil.rmtree(out)
         out.mkdir(parents=True)
+        (out / "recipe.toml").write_text(cfg.to_toml())  # what the report reads its curves with (mixup, dropout)
         say(f"seeds: the selected configuration again from seed {seed} ({left:.0f} s of the budget left)")
         res = train_in(out, cfg, data, seed=seed)
         if res.summary["status"] in ("completed", "early_stopped") and res.summary.get("best_epoch"):

@@ -144,6 +144,8 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
         members = selected.get("members") or []
         said = [f"{m['source']} (" + ", ".join(f"{k} = {fmt(m['recipe'][k])}" for k in keys if k in m["recipe"])
                 + ")" for m in members]
+        if len(set(s_[s_.index(" ("):] for s_ in said)) == 1 and len(said) > 1:  # one configuration, several runs
+            said = [", ".join(s_[:s_.index(" (")] for s_ in said) + ", all" + said[0][said[0].index(" ("):]]
         what = (f"an ensemble of {len(members)}, the mean of their predicted probabilities: " + "; ".join(said)
                 if selected.get("kind") == "ensemble" else said[0] if said else "")
         key = selected.get("monitor", "val_loss")
@@ -181,7 +183,7 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
         lines.append(f"**Diagnosis:** {NO_CURVES}.")
     if isinstance(s.get("seconds"), (int, float)):
         budget = s.get("budget_minutes")
-        used = f" of a {budget:g}-minute budget ({s['seconds'] / (budget * 60):.0%})" if budget else ""
+        used = f" of a budget of {budget:g} minutes ({s['seconds'] / (budget * 60):.0%})" if budget else ""
         lines.append(f"**Time:** {_minutes(s['seconds'])}{used}.")
     bad = s.get("status") not in (None, "completed", "pass", "ok", "warn")
     return f"<div class=\"card{' bad' if bad else ''}\">\n\n" + "\n\n".join(lines) + "\n\n</div>\n"
