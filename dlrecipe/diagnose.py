@@ -146,13 +146,10 @@ def moving_average(values, window: int) -> np.ndarray:
 ACTION_ORDER = ("diverged", "lr_too_high", "overfitting", "underfitting", "lr_too_low", "train_longer", "noisy_val")
 ACTIONS = {  # code -> (action, what it changes in plain words)
     "diverged": ("calm", "a lower LR range and a larger batch (lecture 002: divide the LR until it does not diverge)"),
-    "lr_too_high": ("calm", "a lower LR range and a larger batch (lecture 003: a bouncing loss means the LR is too "
-                            "high)"),
-    "overfitting": ("regularise", "stronger regularisation: weight decay range moved up, dropout searched higher, "
-                                  "mixup where the data allows"),
+    "lr_too_high": ("calm", "a lower LR range and a larger batch (lecture 003: a bouncing loss: LR too high)"),
+    "overfitting": ("regularise", "more regularisation: weight decay up, dropout searched higher, mixup if it fits"),
     "underfitting": ("free", "less regularisation, a higher LR range, longer training"),
-    "lr_too_low": ("free", "a higher LR range, less regularisation, longer training (lecture 002: loss not going "
-                           "down -> LR too low)"),
+    "lr_too_low": ("free", "a higher LR range, less regularisation, longer training (lecture 002: LR too low)"),
     "train_longer": ("longer", "more fine epochs"),
     "noisy_val": ("calm", "a lower LR range and a larger batch"),
 }

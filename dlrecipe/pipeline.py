@@ -361,7 +361,8 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
                     break
                 left = left_s()
                 if left is not None and epoch_s and left < MIN_PASS_EPOCHS * epoch_s:
-                    stop = f"the budget is spent ({max(left, 0):.0f} s left, a pass needs ~{MIN_PASS_EPOCHS * epoch_s:.0f})"
+                    stop = (f"the budget is spent ({max(left, 0):.0f} s left, a pass needs "
+                            f"~{MIN_PASS_EPOCHS * epoch_s:.0f})")
                     break
                 overrides = {**overrides, **nxt.overrides}
                 trigger, change = nxt.trigger, nxt.text

@@ -4,8 +4,9 @@ test split once.
 Candidates are the best fine trials of every search pass (their snapshots trials/<n>/model.pt) and the extra-seed
 runs of the selected configuration. Each is scored again on the validation split; the best one by the recipe's
 monitor is the best single model. The ensemble averages the predicted probabilities (regression: the
-predictions) of the best n candidates, n = 2 .. ENSEMBLE_K, the best n on validation (lecture 003: independently trained models, averaged at test time,
-"~2% extra"); it is selected when its validation metric beats the best single model's. Then the selected model, and
+predictions) of the best n candidates on validation, for the n in 2 .. ENSEMBLE_K that does best there (lecture 003:
+independently trained models, averaged at test time, "~2% extra"); it is selected when its validation metric beats
+the best single model's. Then the selected model, and
 only it, is evaluated on the test split: the one read of the test split in the whole run.
 """
 from __future__ import annotations

@@ -218,7 +218,8 @@ def test_ctrl_c_during_lr_find_then_run_resume_keeps_sanity_and_runs_the_rest(tm
     assert json.loads((run / FOLDERS["lr-find"] / "summary.json").read_text())["status"] == "ok"
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == sorted(FOLDERS.values())  # the stub removed
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
-    assert list(steps.step) == ["sanity", "lr-find", "search", "test", "report"] and "interrupted" not in set(steps.status)
+    assert list(steps.step) == ["sanity", "lr-find", "search", "test", "report"]
+    assert "interrupted" not in set(steps.status)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and [r["after"] for r in summary["resumed"]] == ["interrupted"]
     assert 0 < summary["test_acc"] <= 1 and (run / "report.html").stat().st_size > 0

@@ -12,5 +12,16 @@ from .compare import compare
 from .curves import Curve, diagnose_curve, loss_scale, read_metrics, sparkline
 from .tables import MAX_TABLE_ROWS
 
-__all__ = ["NO_CURVES", "MAX_TABLE_ROWS", "Curve", "Report", "build_report", "compare", "diagnose_curve",
-           "headline", "loss_scale", "read_metrics", "sparkline"]
+__all__ = [
+           "MAX_TABLE_ROWS",
+           "NO_CURVES",
+           "Curve",
+           "Report",
+           "build_report",
+           "compare",
+           "diagnose_curve",
+           "headline",
+           "loss_scale",
+           "read_metrics",
+           "sparkline",
+]

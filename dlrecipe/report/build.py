@@ -144,7 +144,7 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
         members = selected.get("members") or []
         said = [f"{m['source']} (" + ", ".join(f"{k} = {fmt(m['recipe'][k])}" for k in keys if k in m["recipe"])
                 + ")" for m in members]
-        if len(set(s_[s_.index(" ("):] for s_ in said)) == 1 and len(said) > 1:  # one configuration, several runs
+        if len({s_[s_.index(" ("):] for s_ in said}) == 1 and len(said) > 1:  # one configuration, several runs
             said = [", ".join(s_[:s_.index(" (")] for s_ in said) + ", all" + said[0][said[0].index(" ("):]]
         what = (f"an ensemble of {len(members)}, the mean of their predicted probabilities: " + "; ".join(said)
                 if selected.get("kind") == "ensemble" else said[0] if said else "")
@@ -302,7 +302,8 @@ def _step_story(page: Page, run_dir: Path, s: dict, curve_figs: dict[Path, Path]
                 blocks.append(_curve_block(page, run_dir, c, curve_figs[c.path]))
         if folder is not None and folder.is_dir():
             for png in sorted(folder.glob("*.png")):
-                blocks.append(f"**{words(png.name, FIGURE_TITLES)}**\n\n{page.figure(png, run_dir, words(png.name, FIGURE_TITLES))}")
+                name = words(png.name, FIGURE_TITLES)
+                blocks.append(f"**{name}**\n\n{page.figure(png, run_dir, name)}")
             blocks.append(_folder_tables(page, run_dir, folder, recursive=step == "seeds"))
         if step == "seeds" and folder is not None:
             blocks.append(_seeds_table(run_dir, folder))
