@@ -1,20 +1,25 @@
 """`dlrecipe run`: the whole babysitting recipe in one command, each step feeding the next (lecture 003).
 
-    1-sanity   check the initial loss, gradients, layer health; overfit a small sample   (sanity.py)
-    2-lr-find  find a learning rate that makes the loss go down, and a range around it   (lr_find.py)
-    3-search   coarse random search around that range, then the refined longer trials;
-               the selected model is tested once on the test split                      (search.py)
-    report     the curves of every step, the diagnosis, every step's tables and figures (report.py)
+    1-sanity         check the initial loss, gradients, layer health; overfit a small sample          (sanity.py)
+    2-lr-find        find a learning rate that makes the loss go down, and a range around it          (lr-find.py)
+    3-search         coarse random search around that range, then the refined longer trials          (search.py)
+    3-search-pass<k> step 7, "go to step 5": the previous pass's selected trial is diagnosed and, when a
+                     finding is actionable, the search runs again with the change it calls for       (passes.py)
+    4-seeds          with a budget, what the passes left: the selected configuration from more seeds
+    test             the best model on validation across passes and seeds, or an ensemble of the best few
+                     when it is better there; then the test split, read once                         (selection.py)
+    report           the recipe's story, each step and pass with its figures, the diagnosis           (report/)
 
 All of it lands in one parent run folder, `runs/<time>-<name>-run/`, with a subfolder per step and, at the top,
-`steps.csv` (one row per step) and `summary.json`. A failed sanity check stops the chain (its advice is the
-result) unless `force`. `resume_run` continues an interrupted or killed run in its folder: finished steps are
-kept, an interrupted search continues with its finished trials, an unfinished sanity or lr-find runs again.
+`steps.csv` (one row per step and pass) and `summary.json`. A failed sanity check stops the chain (its advice is the
+result) unless `force`. `resume_run` continues an interrupted or killed run in its folder: finished steps and passes
+are kept, an interrupted search continues with its finished trials, an unfinished sanity or lr-find runs again.
 
-`budget_minutes` scales the search to fit: the cost of one epoch is estimated from lr-find's measured seconds
-per update, and the trial counts and epochs are multiplied by the same factor (square root of the ratio each,
-so that neither collapses) until the planned epochs fit in what is left of the budget. The plan and the time
-actually taken are both written down.
+`budget_minutes` plans each pass from the time left: the first gets half of it when more passes may follow (the
+last all of it). The cost of one epoch is estimated from lr-find's measured seconds per update, then measured on the
+previous pass's trials; the trial counts and epochs are multiplied by the same factor (square root of the ratio
+each, so that neither collapses) until the planned epochs fit, or the trial counts grow when they fit many times.
+The plans and the time actually taken are written down.
 """
 from __future__ import annotations
 
@@ -212,7 +217,7 @@ def _clear_unfinished(folder: Path) -> None:
 def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, device: str, jobs: int,
            say: Callable[[str], None] | None, quiet: bool, spent: float = 0.0) -> RunResult:
     """The steps in order; a step in `done` (steps.csv rows of an earlier try) is kept, not run again."""
-    from .data import load_data, withheld_test_split
+    from .data import withheld_test_split
     from .lr_find import lr_find
     from .report import build_report
     from .runs import read_json
@@ -372,18 +377,18 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
 
             # 4. extra seeds of the best configuration, with what the budget has left (ensemble members)
             best_dir = run_dir / pass_folder(best_pass)
-            best_values = _selected_values(best_dir, recipe, summary["search"])
-            current[:] = ["seeds", run_dir / SEEDS_FOLDER, time.perf_counter()]
+            best_values = selection.selected_values(best_dir, recipe, summary["search"])
+            current[:] = ["seeds", run_dir / selection.SEEDS_FOLDER, time.perf_counter()]
             seeds = []
             if keep("seeds") is None and budget_s is not None:
                 t = time.perf_counter()
                 with withheld_test_split():
-                    seeds = _extra_seeds(recipe, best_values, best_dir, summary["search"], run_dir, left_s, device,
-                                         say)
+                    seeds = selection.extra_seeds(recipe, best_values, best_dir, summary["search"], run_dir, left_s,
+                                                  device, say)
                 if seeds:
                     record("seeds", "completed", f"{len(seeds)} more seed{'s' if len(seeds) > 1 else ''} of the "
                            f"selected configuration (pass {best_pass}): ensemble candidates", time.perf_counter() - t,
-                           run_dir / SEEDS_FOLDER)
+                           run_dir / selection.SEEDS_FOLDER)
 
             # 5. the selected model on validation (an ensemble when it pays), then the test split, once
             current[:] = ["test", run_dir, time.perf_counter()]
@@ -391,7 +396,7 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
                 t = time.perf_counter()
                 say("test: the best model on validation across the passes (an ensemble when it is better), "
                     "tested once")
-                text = _select_and_test(recipe, run_dir, passes, best_pass, summary, device, load_data)
+                text = selection.select_and_test(recipe, run_dir, passes, summary, device)
                 record("test", "completed", text, time.perf_counter() - t, None)
             summary.update({k2: summary["selected"].get(k2) for k2 in ("test_acc", "test_loss")
                             if k2 in summary["selected"]})
@@ -426,10 +431,8 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
 SEARCH_KEYS = ("status", "selected_trial", "selected_stage", "best_params", "best_epoch", "best_val_loss",
                "best_val_acc", "trials", "warnings")
 STEP_COLUMNS = ["step", "status", "result", "seconds", "folder", "trigger", "change", "best_val"]
-SEEDS_FOLDER = "4-seeds"
 MIN_PASS_EPOCHS = 2 * (MIN_TRIALS * MIN_COARSE_EPOCHS + MIN_FINE_TRIALS * MIN_FINE_EPOCHS)  # a pass worth starting
 PASS_SHARE = 2               # a pass gets 1/2 of the budget left when more passes may follow (all of it when none)
-MAX_SEEDS = 8                # extra seeds of the selected configuration, at most (budget permitting)
 
 
 def pass_step(k: int) -> str:
@@ -487,115 +490,6 @@ def _search_pass(pass_recipe, k: int, search_dir: Path, run_dir: Path, lr_dir: P
         f"{', LR from lr-find' if k == 1 else ''} ({plan.note})")
     return S.search(searched, device=device, runs_dir=run_dir, folder=search_dir.name, jobs=jobs,
                     from_lr_find=lr_dir if k == 1 else None, quiet=quiet, budget_s=share)
-
-
-def read_json_safe(path: Path) -> dict:
-    from .runs import read_json
-
-    return read_json(path) if path.is_file() else {}
-
-
-def searched_recipe(recipe, search_dir: Path):
-    """The recipe a search pass ran (its planned counts and epochs, its space), from its search.json."""
-    from .recipe import validate
-
-    return validate(dict(read_json_safe(search_dir / "search.json")["recipe"]), path=recipe.path)
-
-
-def _selected_values(search_dir: Path, recipe, ss: dict) -> dict:
-    """The selected trial's resolved recipe (its parameters and its stage's epochs), as dotted user values."""
-    searched = searched_recipe(recipe, search_dir)
-    epochs = searched["search.fine_epochs" if ss.get("selected_stage") == "fine" else "search.coarse_epochs"]
-    return searched.with_values({**(ss.get("best_params") or {}), "train.epochs": epochs}).user_values()
-
-
-def _extra_seeds(recipe, values: dict, search_dir: Path, ss: dict, run_dir: Path, left_s, device: str,
-                 say) -> list[dict]:
-    """Train the selected configuration again from other seeds (init and minibatch order; the split stays) while
-    the budget lasts: a typical run's cost (the selected trial's seconds) must fit in what is left, plus the end."""
-    import pandas as pd
-
-    from .data import load_data
-    from .recipe import validate
-    from .train import train_in
-
-    cfg = validate(dict(values), path=recipe.path)
-    try:
-        trials = pd.read_csv(search_dir / "trials.csv")
-        cost = float(trials.loc[trials["number"] == ss.get("selected_trial"), "seconds"].iloc[0])
-    except (OSError, IndexError, KeyError, ValueError):
-        return []
-    folder = run_dir / SEEDS_FOLDER
-    done, data = [], None
-    for i in range(1, MAX_SEEDS + 1):
-        seed = cfg["seed"] + i
-        out = folder / str(seed)
-        if (out / "summary.json").is_file() and (out / "model.pt").is_file():  # a resume keeps a finished seed
-            done.append({"seed": seed, "folder": str(out.relative_to(run_dir))})
-            continue
-        left = left_s()
-        if left is None or left < cost * SEED_MARGIN:
-            break
-        if data is None:
-            data = load_data(cfg, device)  # inside withheld_test_split: no test split
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        (out / "recipe.toml").write_text(cfg.to_toml())  # what the report reads its curves with (mixup, dropout)
-        say(f"seeds: the selected configuration again from seed {seed} ({left:.0f} s of the budget left)")
-        res = train_in(out, cfg, data, seed=seed)
-        if res.summary["status"] in ("completed", "early_stopped") and res.summary.get("best_epoch"):
-            done.append({"seed": seed, "folder": str(out.relative_to(run_dir))})
-    write_json(folder / "seeds.json", {"recipe": values, "seeds": done}) if done else None
-    return done
-
-
-SEED_MARGIN = 1.2   # a seed starts only when 1.2x a typical run's seconds are left
-
-
-def _select_and_test(recipe, run_dir: Path, passes: list[dict], best_pass: int, summary: dict, device: str,
-                     load_data) -> str:
-    """Candidates from every pass and seed, the selection on validation, the one test; summary["selected"]."""
-    from .selection import Candidate, member_record, pass_candidates, select, test_selected
-
-    candidates = []
-    for p in passes:
-        if p.get("best_val") is None:
-            continue
-        folder = run_dir / p["folder"]
-        candidates += pass_candidates(folder, searched_recipe(recipe, folder), f"pass {p['pass']}")
-    seeds = read_json_safe(run_dir / SEEDS_FOLDER / "seeds.json")
-    for s in seeds.get("seeds", []):
-        candidates.append(Candidate(f"seed {s['seed']}", run_dir / s["folder"] / "model.pt", seeds["recipe"]))
-    data = load_data(recipe, device)  # with the test split: read once, below
-    task, monitor = recipe.task, selection.monitor_of(recipe)
-    sel = select(candidates, data, task, monitor, device, recipe.path)
-    test = test_selected(sel, data, task, device, recipe.path)
-    key = monitor.removeprefix("val_")
-    single = f"{sel.best.source} ({monitor.replace('_', ' ')} {sel.single_val[key]:.4g})"
-    rec = {"kind": sel.kind, "combine": "single" if sel.kind == "single" else
-           ("mean_probabilities" if task == "classification" else "mean_predictions"),
-           "members": [member_record(c, run_dir) for c in sel.members], "monitor": monitor,
-           "single": member_record(sel.best, run_dir), "single_val": sel.single_val,
-           "ensemble_val": sel.ensemble_val, "ensemble_candidates": [c.source for c in sel.ensemble_members],
-           "candidates": len(candidates), **{f"test_{k}": v for k, v in test.items()}}
-    if sel.kind == "ensemble":
-        write_json(run_dir / "ensemble.json", {k: rec[k] for k in ("kind", "combine", "members", "monitor")})
-        rec["model"] = "ensemble.json"
-        rec["text"] = (f"an ensemble of {len(sel.members)} ({monitor.replace('_', ' ')} {sel.ensemble_val[key]:.4g}, "
-                       f"better than the best single model, {single})")
-    else:
-        rec["model"] = rec["single"]["model"]
-        rec["text"] = single + ("" if sel.ensemble_val is None else
-                                f"; an ensemble of {len(sel.ensemble_members)} was not better "
-                                f"({sel.ensemble_val[key]:.4g})")
-    tested = (f"test acc {test['acc']:.4f}" if "acc" in test else f"test loss {test['loss']:.4g}" if test
-              else "no test split")
-    rec["text"] += f"; {tested}"
-    summary["selected"] = rec
-    return rec["text"]
 
 
 def _search_text(ss: dict) -> str:

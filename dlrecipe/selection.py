@@ -1,5 +1,5 @@
-"""The end of `dlrecipe run`: pick the model on validation across every pass, an ensemble when it pays, and read the
-test split once.
+"""The end of `dlrecipe run`: more seeds with what the budget leaves, the model picked on validation across every pass
+(an ensemble when it pays), and the test split read once.
 
 Candidates are the best fine trials of every search pass (their snapshots trials/<n>/model.pt) and the extra-seed
 runs of the selected configuration. Each is scored again on the validation split; the best one by the recipe's
@@ -15,6 +15,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .runs import read_json, write_json
+
+SEEDS_FOLDER = "4-seeds"   # extra seeds of the selected configuration, trained with what the budget leaves ...
+MAX_SEEDS = 8              # ... at most this many,
+SEED_MARGIN = 1.2          # ... each started only when 1.2x the selected trial's seconds are left
 ENSEMBLE_K = 5   # ensembles of the best 2 .. 5 candidates on validation are tried; the best of them is compared
 
 
@@ -178,11 +183,115 @@ def member_record(c: Candidate, run_dir: Path) -> dict:
 def load_selected(run_dir: str | Path, data, device: str = "cpu") -> tuple[list, str]:
     """The selected model of a `dlrecipe run` folder, ready to predict: (models, combine), where combine is
     "mean_probabilities" (classification), "mean_predictions" (regression) or "single"; `outputs` combines them."""
-    from .runs import read_json
-
     run_dir = Path(run_dir)
     selected = read_json(run_dir / "summary.json").get("selected") or {}
     members = [Candidate(m["source"], run_dir / m["model"], m["recipe"]) for m in selected.get("members", [])]
     path = read_json(run_dir / "summary.json").get("recipe_path")
     models = [build(c, data, device, Path(path) if path else None)[0] for c in members]
     return models, selected.get("combine", "single")
+
+
+# ---------------------------------------------------------------------------------------- the end of a run
+
+def read_json_safe(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def searched_recipe(recipe, search_dir: Path):
+    """The recipe a search pass ran (its planned counts and epochs, its space), from its search.json."""
+    from .recipe import validate
+
+    return validate(dict(read_json_safe(search_dir / "search.json")["recipe"]), path=recipe.path)
+
+
+def selected_values(search_dir: Path, recipe, ss: dict) -> dict:
+    """The selected trial's resolved recipe (its parameters and its stage's epochs), as dotted user values."""
+    searched = searched_recipe(recipe, search_dir)
+    epochs = searched["search.fine_epochs" if ss.get("selected_stage") == "fine" else "search.coarse_epochs"]
+    return searched.with_values({**(ss.get("best_params") or {}), "train.epochs": epochs}).user_values()
+
+
+def extra_seeds(recipe, values: dict, search_dir: Path, ss: dict, run_dir: Path, left_s, device: str,
+                 say) -> list[dict]:
+    """Train the selected configuration again from other seeds (init and minibatch order; the split stays) while
+    the budget lasts: a typical run's cost (the selected trial's seconds) must fit in what is left, plus the end."""
+    import pandas as pd
+
+    from .data import load_data
+    from .recipe import validate
+    from .train import train_in
+
+    cfg = validate(dict(values), path=recipe.path)
+    try:
+        trials = pd.read_csv(search_dir / "trials.csv")
+        cost = float(trials.loc[trials["number"] == ss.get("selected_trial"), "seconds"].iloc[0])
+    except (OSError, IndexError, KeyError, ValueError):
+        return []
+    folder = run_dir / SEEDS_FOLDER
+    done, data = [], None
+    for i in range(1, MAX_SEEDS + 1):
+        seed = cfg["seed"] + i
+        out = folder / str(seed)
+        if (out / "summary.json").is_file() and (out / "model.pt").is_file():  # a resume keeps a finished seed
+            done.append({"seed": seed, "folder": str(out.relative_to(run_dir))})
+            continue
+        left = left_s()
+        if left is None or left < cost * SEED_MARGIN:
+            break
+        if data is None:
+            data = load_data(cfg, device)  # inside withheld_test_split: no test split
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / "recipe.toml").write_text(cfg.to_toml())  # what the report reads its curves with (mixup, dropout)
+        say(f"seeds: the selected configuration again from seed {seed} ({left:.0f} s of the budget left)")
+        res = train_in(out, cfg, data, seed=seed)
+        if res.summary["status"] in ("completed", "early_stopped") and res.summary.get("best_epoch"):
+            done.append({"seed": seed, "folder": str(out.relative_to(run_dir))})
+    if done:
+        write_json(folder / "seeds.json", {"recipe": values, "seeds": done})
+    return done
+
+
+def select_and_test(recipe, run_dir: Path, passes: list[dict], summary: dict, device: str) -> str:
+    """Candidates from every pass and seed, the selection on validation, the one test; summary["selected"]."""
+    from .data import load_data
+
+    candidates = []
+    for p in passes:
+        if p.get("best_val") is None:
+            continue
+        folder = run_dir / p["folder"]
+        candidates += pass_candidates(folder, searched_recipe(recipe, folder), f"pass {p['pass']}")
+    seeds = read_json_safe(run_dir / SEEDS_FOLDER / "seeds.json")
+    for s in seeds.get("seeds", []):
+        candidates.append(Candidate(f"seed {s['seed']}", run_dir / s["folder"] / "model.pt", seeds["recipe"]))
+    data = load_data(recipe, device)  # with the test split: read once, below
+    task, monitor = recipe.task, monitor_of(recipe)
+    sel = select(candidates, data, task, monitor, device, recipe.path)
+    test = test_selected(sel, data, task, device, recipe.path)
+    key = monitor.removeprefix("val_")
+    single = f"{sel.best.source} ({monitor.replace('_', ' ')} {sel.single_val[key]:.4g})"
+    rec = {"kind": sel.kind, "combine": "single" if sel.kind == "single" else
+           ("mean_probabilities" if task == "classification" else "mean_predictions"),
+           "members": [member_record(c, run_dir) for c in sel.members], "monitor": monitor,
+           "single": member_record(sel.best, run_dir), "single_val": sel.single_val,
+           "ensemble_val": sel.ensemble_val, "ensemble_candidates": [c.source for c in sel.ensemble_members],
+           "candidates": len(candidates), **{f"test_{k}": v for k, v in test.items()}}
+    if sel.kind == "ensemble":
+        write_json(run_dir / "ensemble.json", {k: rec[k] for k in ("kind", "combine", "members", "monitor")})
+        rec["model"] = "ensemble.json"
+        rec["text"] = (f"an ensemble of {len(sel.members)} ({monitor.replace('_', ' ')} {sel.ensemble_val[key]:.4g}, "
+                       f"better than the best single model, {single})")
+    else:
+        rec["model"] = rec["single"]["model"]
+        rec["text"] = single + ("" if sel.ensemble_val is None else
+                                f"; an ensemble of {len(sel.ensemble_members)} was not better "
+                                f"({sel.ensemble_val[key]:.4g})")
+    tested = (f"test acc {test['acc']:.4f}" if "acc" in test else f"test loss {test['loss']:.4g}" if test
+              else "no test split")
+    rec["text"] += f"; {tested}"
+    summary["selected"] = rec
+    return rec["text"]
