@@ -41,12 +41,12 @@ def main() -> None:
                 res = run_recipe(load(path), device="cpu", runs_dir=tmp, budget_minutes=args.budget)
                 s = res.summary
                 npass = sum(p.get("best_val") is not None for p in s.get("passes") or [])
-                seeds = sum(r["step"] == "seeds" for r in res.steps)
+                seeds = len(list(Path(res.run_dir, "4-seeds").glob("*/model.pt")))
                 tested = f"test acc {s['test_acc']:.4f}" if "test_acc" in s else f"test loss {s.get('test_loss')}"
                 ratios.append(s["seconds_vs_budget"])
                 print(f"{Path(path).stem:14s} budget {args.budget:g} min: {s['seconds']:6.1f} s = "
                       f"{s['seconds_vs_budget']:.2f} of it; {npass} passes ({s.get('passes_stop')}); "
-                      f"{'extra seeds; ' if seeds else ''}{s['selected']['kind']}; {tested}", flush=True)
+                      f"{seeds} extra seeds; {s['selected']['kind']}; {tested}", flush=True)
     print(f"median seconds / budget over {len(ratios)} runs: {statistics.median(ratios):.2f} "
           f"(min {min(ratios):.2f}, max {max(ratios):.2f}; target 0.70 .. 1.05)")
 

@@ -35,7 +35,7 @@ from .errors import Interrupted, UserError
 from .passes import next_change, why_not
 from .runs import CsvLog, resolve_device, start_run, write_json
 
-STEPS = ("sanity", "lr-find", "search", "report")
+STEPS = ("sanity", "lr-find", "search", "seeds", "test", "report")  # steps.csv rows; "search" repeats as "search 2", ...
 FOLDERS = {"sanity": "1-sanity", "lr-find": "2-lr-find", "search": "3-search"}
 EPOCH_OVERHEAD = 1.25        # an epoch costs its updates plus validation, logging and snapshots: 25% more
 REPORT_RESERVE_S = 5.0       # seconds kept back from the budget for the report (figures, HTML)
@@ -400,12 +400,14 @@ def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, devi
                 record("test", "completed", text, time.perf_counter() - t, None)
             summary.update({k2: summary["selected"].get(k2) for k2 in ("test_acc", "test_loss")
                             if k2 in summary["selected"]})
-            summary.update({k2: summary["search"].get(k2) for k2 in ("best_epoch", "best_val_loss", "best_val_acc")})
+            summary["best_epoch"] = summary["search"].get("best_epoch")  # the best pass's selected trial
+            summary.update({f"best_val_{k2}": v for k2, v in summary["selected"]["val"].items()})  # the selected
+            #                                                     model's validation figures (an ensemble's own)
             summary["model"] = summary["selected"]["model"]
 
             note = "" if not failed else " (sanity failed; went on because of --force)"
             npass = len([p for p in passes if p.get("best_val") is not None])
-            how = f" after {npass} passes ({stop})" if max_passes > 1 else ""
+            how = f" after {npass} pass{'es' if npass != 1 else ''} ({stop})" if max_passes > 1 else ""
             return finish("completed", f"selected {summary['selected']['text']}{how}{note}")
         except KeyboardInterrupt as e:  # keep what the finished steps wrote, and say how to go on
             step, folder, started = current

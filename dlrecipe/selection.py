@@ -18,7 +18,7 @@ from pathlib import Path
 from .runs import read_json, write_json
 
 SEEDS_FOLDER = "4-seeds"   # extra seeds of the selected configuration, trained with what the budget leaves ...
-MAX_SEEDS = 8              # ... at most this many,
+MAX_SEEDS = 16             # ... at most this many (the ensemble takes the best 2-5 of every candidate),
 SEED_MARGIN = 1.2          # ... each started only when 1.2x the selected trial's seconds are left
 ENSEMBLE_K = 5   # ensembles of the best 2 .. 5 candidates on validation are tried; the best of them is compared
 
@@ -279,7 +279,8 @@ def select_and_test(recipe, run_dir: Path, passes: list[dict], summary: dict, de
            "members": [member_record(c, run_dir) for c in sel.members], "monitor": monitor,
            "single": member_record(sel.best, run_dir), "single_val": sel.single_val,
            "ensemble_val": sel.ensemble_val, "ensemble_candidates": [c.source for c in sel.ensemble_members],
-           "candidates": len(candidates), **{f"test_{k}": v for k, v in test.items()}}
+           "candidates": len(candidates), "val": sel.ensemble_val if sel.kind == "ensemble" else sel.single_val,
+           **{f"test_{k}": v for k, v in test.items()}}
     if sel.kind == "ensemble":
         write_json(run_dir / "ensemble.json", {k: rec[k] for k in ("kind", "combine", "members", "monitor")})
         rec["model"] = "ensemble.json"
