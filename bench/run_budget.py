@@ -45,7 +45,8 @@ def main() -> None:
                 tested = f"test acc {s['test_acc']:.4f}" if "test_acc" in s else f"test loss {s.get('test_loss')}"
                 ratios.append(s["seconds_vs_budget"])
                 print(f"{Path(path).stem:14s} budget {args.budget:g} min: {s['seconds']:6.1f} s = "
-                      f"{s['seconds_vs_budget']:.2f} of it; {npass} passes ({s.get('passes_stop')}); "
+                      f"{s['seconds_vs_budget']:.2f} of it; {npass} pass{'es' if npass != 1 else ''} "
+                      f"({s.get('passes_stop')}); "
                       f"{seeds} extra seeds; {s['selected']['kind']}; {tested}", flush=True)
     print(f"median seconds / budget over {len(ratios)} runs: {statistics.median(ratios):.2f} "
           f"(min {min(ratios):.2f}, max {max(ratios):.2f}; target 0.70 .. 1.05)")

@@ -185,7 +185,7 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
         budget = s.get("budget_minutes")
         used = f" of a budget of {budget:g} minutes ({s['seconds'] / (budget * 60):.0%})" if budget else ""
         lines.append(f"**Time:** {_minutes(s['seconds'])}{used}.")
-    bad = s.get("status") not in (None, "completed", "pass", "ok", "warn")
+    bad = s.get("status") not in (None, "completed", "early_stopped", "pass", "ok", "warn")
     return f"<div class=\"card{' bad' if bad else ''}\">\n\n" + "\n\n".join(lines) + "\n\n</div>\n"
 
 
@@ -194,7 +194,7 @@ def _curves(run_dir: Path, summary: dict) -> tuple[list[Curve], list[Curve], Cur
     main_files, trial_files = metric_files(run_dir)
     curves = [Curve(label_of(run_dir, p), p, read_metrics(p)) for p in main_files]
     for c in curves:
-        c.findings, c.title = diagnose_curve(run_dir, c.path, c.metrics), "Training curves"
+        c.findings, c.title = diagnose_curve(run_dir, c.path, c.metrics), "the training run"
     trials = [Curve(label_of(run_dir, p), p, read_metrics(p)) for p in trial_files]
     final = curves[0] if len(curves) == 1 else None
     if trials and not curves:  # a search (or a run's search passes): diagnose the selected trials
