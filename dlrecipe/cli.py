@@ -541,19 +541,24 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
 RUN_HELP = (
     "The whole recipe, each step feeding the next: [bold]sanity[/] (stop on a failed check), [bold]lr-find[/] "
     "(recommended LR and range), [bold]search[/] (coarse random trials, then refined longer ones, LR from "
-    "lr-find's range; the selected model tested once on the test split), [bold]report[/] (curves, diagnosis, "
-    "every step's tables and figures).\n\n"
-    "Writes runs/<time>-<name>-run/ with 1-sanity/, 2-lr-find/, 3-search/ (each as its own command writes it), "
-    "steps.csv (one row per step), summary.json, report.md and report.html.\n\n"
-    "--budget MINUTES sizes the search from lr-find's measured seconds per update: trial counts and epochs are "
-    "scaled by the same factor (each by its square root; at least 4 coarse trials of 1 epoch and 1 fine trial "
-    "of 3 epochs) so that the planned epochs fit; a larger budget adds trials (up to 4x), never epochs. The plan "
-    "is in summary.json. Without --budget the recipe's \\[search] settings are used as written.\n\n"
+    "lr-find's range), then back to the search (step 7) with the change the selected trial's diagnosis calls "
+    "for (overfitting: more regularisation, mixup; underfitting or LR too low: less, a higher LR range, longer; "
+    "train longer: more fine epochs; LR too high or noisy validation: a lower LR range, a larger batch), pass "
+    "after pass, until no actionable alarm remains, a pass does not improve validation, the budget is spent or "
+    "--passes N are done; then the best model on validation (an ensemble of the best few when it is better) is "
+    "tested once on the test split, and the [bold]report[/].\n\n"
+    "Writes runs/<time>-<name>-run/ with 1-sanity/, 2-lr-find/, 3-search/ (and 3-search-pass2/, ...; each as its "
+    "own command writes it), 4-seeds/ (with --budget), steps.csv (one row per step and pass), summary.json, "
+    "report.md and report.html.\n\n"
+    "--budget MINUTES plans each pass from the time left (half of it while more passes may follow), from "
+    "lr-find's measured seconds per update and then the previous pass's trials: trial counts and epochs shrink "
+    "to fit, or the trial counts grow (up to 25x); what the passes leave trains the selected configuration from "
+    "more seeds. Without --budget each pass uses the recipe's \\[search] settings.\n\n"
     "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
     "model; 2: usage or recipe error; 130: interrupted (Ctrl-C: the step it was in is marked interrupted in "
-    "steps.csv). --resume RUN continues an interrupted or killed run: finished steps are kept, an interrupted "
-    "search keeps its finished trials, an unfinished sanity or lr-find runs again.\n\n"
-    "Examples: dlrecipe run recipes/mnist1d_mlp.toml --budget 10\n"
+    "steps.csv). --resume RUN continues an interrupted or killed run: finished steps and passes are kept, an "
+    "interrupted search keeps its finished trials, an unfinished sanity or lr-find runs again.\n\n"
+    "Examples: dlrecipe run recipes/mnist1d_mlp.toml --budget 8\n"
     "          dlrecipe run --resume runs/<time>-mnist1d_mlp-run"
 )
 
@@ -571,6 +576,9 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
                                                    "N")] = 1,
             resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
                                                              "folder: finished steps and trials are kept")] = None,
+            passes: Annotated[int, typer.Option(min=1, help="search passes at most: after each, go back to the "
+                                                "search with the change its diagnosis calls for (1: one search)")]
+            = 3,
             ) -> None:
     def body():
         from rich import box
@@ -589,7 +597,7 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
             raise UserError("run needs a RECIPE file, or --resume RUN to continue an interrupted run")
         else:
             res = run_recipe(_load(recipe, sets, seed), device=device, runs_dir=runs_dir, budget_minutes=budget,
-                             force=force, jobs=jobs, say=say, quiet=quiet)
+                             force=force, jobs=jobs, say=say, quiet=quiet, passes=passes)
         minutes = res.summary.get("budget_minutes")
         table = Table(title=f"{res.summary['name']}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
                       show_lines=False)

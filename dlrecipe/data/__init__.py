@@ -15,7 +15,7 @@ _NAMES = {
     "Data": "prepare", "Transform": "prepare", "load_data": "prepare", "load_raw": "prepare",
     "resolve_source": "prepare", "is_hook": "prepare", "batches": "prepare", "epoch_batches": "prepare",
     "eval_batches": "prepare", "_preprocess": "prepare", "fit_preprocess": "prepare",
-    "apply_preprocess": "prepare",
+    "apply_preprocess": "prepare", "withheld_test_split": "prepare",
     "StreamedX": "stream", "Examples": "stream",
 }
 

@@ -9,6 +9,7 @@ The fitted transform is saved with every model, so `dlrecipe predict` applies ex
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,7 +406,27 @@ def load_data(recipe, device: torch.device | str = "cpu") -> Data:
                 raw.image)
     if unlabelled is not None and not isinstance(unlabelled, Examples) and len(unlabelled):
         data.x_unlabelled = torch.as_tensor(transform(unlabelled))
-    return data.to(device)
+    return _unless_withheld(data.to(device))
+
+
+_TEST_WITHHELD = {"on": False}  # set by withheld_test_split(): load_data returns an empty test split
+
+
+@contextlib.contextmanager
+def withheld_test_split():
+    """Inside this block load_data gives an empty test split (same train and validation examples, same classes):
+    `dlrecipe run`'s passes select on validation only and the test split is read once, at the very end."""
+    before, _TEST_WITHHELD["on"] = _TEST_WITHHELD["on"], True
+    try:
+        yield
+    finally:
+        _TEST_WITHHELD["on"] = before
+
+
+def _unless_withheld(data: Data) -> Data:
+    if _TEST_WITHHELD["on"]:
+        data.x_test, data.y_test = data.x_test[:0], data.y_test[:0]
+    return data
 
 
 # ----------------------------------------------------------------------------- minibatches
