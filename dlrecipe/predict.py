@@ -177,7 +177,7 @@ def read_input(path: Path, bundle: Bundle):
 def _read_images(root: Path, bundle: Bundle):
     from .data.images import read_image, scan
 
-    splits, classes = scan(root)
+    splits, _ = scan(root)
     files = [(f, c) for part in splits.values() for f, c in part]
     size, channels = bundle.meta["image"]["size"], bundle.meta["image"]["channels"]
     xs, ids, labels, skipped = [], [], [], []

@@ -33,8 +33,6 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
 
     interruptible: Ctrl-C ends training with status "interrupted"; the best snapshot is still saved and tested.
     """
-    import torch
-
     from .augment import config as augment_config
     from .loop import evaluate, fit, loss_function
     from .models import build_model, count_parameters

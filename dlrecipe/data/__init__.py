@@ -19,7 +19,7 @@ _NAMES = {
     "StreamedX": "stream", "Examples": "stream",
 }
 
-__all__ = sorted(n for n in _NAMES if not n.startswith("_"))
+__all__ = [n for n in _NAMES if not n.startswith("_")]  # built from _NAMES
 
 
 def __getattr__(name: str):
