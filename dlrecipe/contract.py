@@ -24,7 +24,7 @@ EXIT_CODES = {  # the README's table and `dlrecipe --help` read this
     BAD_INPUT: "bad input: usage, recipe, data or model error (one line on stderr; with --json also on stdout)",
     INTERRUPTED: "interrupted (Ctrl-C): what finished is kept in the run folder",
 }
-COMMANDS = ("train", "sanity", "lr-find", "search", "run", "predict", "report", "validate")
+COMMANDS = ("train", "sanity", "lr-find", "search", "run", "pretrain", "predict", "report", "validate")
 SCHEMA_PATH = Path(__file__).parent / "schema" / "result.schema.json"
 
 
@@ -40,7 +40,7 @@ def exit_code(command: str, status: str, *, strict: bool = False) -> int:
         return FAILED if status == "all_diverged" else OK
     if command == "train":
         return OK if status in ("completed", "early_stopped", "stopped") else FAILED
-    if command in ("search", "run"):
+    if command in ("search", "run", "pretrain"):
         return OK if status == "completed" else FAILED
     return OK  # predict, report, validate: they either finish or raise (exit 2)
 
