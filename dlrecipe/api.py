@@ -7,7 +7,7 @@
 
 A recipe is a path, a dict (nested tables or dotted keys) or a `Recipe`; the command-line options are keyword
 arguments with the same names; any other keyword argument is a recipe key: `train_lr=0.1` or, where the name is
-unique in the schema, `lr=0.1`. `model=` (an nn.Module, copied for every model built, never trained in place; or a
+unique in [data], [model], [train] and [search] (else in the schema), `lr=0.1`. `model=` (an nn.Module, copied for every model built, never trained in place; or a
 zero-argument callable returning a fresh one) and `data=` ((x, y), a DataFrame with `target=`, a torch Dataset,
 or a dict of splits) stand in for model.* and data.source (see dlrecipe/memory.py). Functions are silent unless
 `progress=True`; bad input raises `dlrecipe.UserError` (RecipeError, DataError); every function returns a
@@ -25,6 +25,7 @@ from .contract import Result, result_of
 from .errors import RecipeError, UserError
 
 TOP_KEYS = ("name", "seed", "task", "description")
+CORE_SECTIONS = ("data", "model", "train", "search")  # a short keyword looks here first; other tables need a prefix
 
 
 def _overrides_dict(overrides) -> dict[str, Any]:
@@ -84,6 +85,9 @@ def _key_of(word: str) -> str:
     if head in SECTIONS and f"{head}.{tail}" in SCHEMA:
         return f"{head}.{tail}"
     matches = [k for k in SCHEMA if k.partition(".")[2] == word]
+    core = [k for k in matches if k.partition(".")[0] in CORE_SECTIONS]  # lr= is train.lr, not pretrain.lr
+    if len(core) == 1:
+        return core[0]
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -99,6 +99,8 @@ HEALTH_SAMPLES = 1000  # validation examples the hidden-unit health is measured 
 def _technique_summary(run_dir: Path, recipe, model, data, result, limit: int | None, tr: dict, seed: int) -> dict:
     """layers.csv (each layer: parameters, pretrained load, frozen / unfrozen), hidden_units.csv, FLOPs, and the
     test metrics with test-time averaging (MC dropout, TTA) beside the plain ones."""
+    import torch
+
     from .health import count_flops, hidden_unit_health
     from .runs import CsvLog
     from .transfer import layer_groups
@@ -128,6 +130,8 @@ def _technique_summary(run_dir: Path, recipe, model, data, result, limit: int | 
     if recipe["pretrain.epochs"] > 0:
         out["pretrain"] = {"epochs_per_layer": recipe["pretrain.epochs"], "curves": "pretrain.csv"}
     x_health = data.x_val[:min(HEALTH_SAMPLES, len(data.x_val)) if limit is None else limit]
+    if not isinstance(x_health, torch.Tensor):  # streamed data (a Dataset): read those rows into one tensor
+        x_health = x_health[np.arange(len(x_health))]
     if len(x_health) > 1:
         health, warnings = hidden_unit_health(model, x_health)
         if health:

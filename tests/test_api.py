@@ -72,6 +72,7 @@ def test_keyword_arguments_name_recipe_keys():
     assert _key_of("lr") == "train.lr" and _key_of("train_lr") == "train.lr"
     assert _key_of("batch_size") == "data.batch_size" and _key_of("seed") == "seed"
     assert _key_of("model_dropout") == "model.dropout" and _key_of("trials") == "search.trials"
+    assert _key_of("epochs") == "train.epochs" and _key_of("pretrain_epochs") == "pretrain.epochs"
     with pytest.raises(RecipeError, match="neither an option of this function nor a recipe key"):
         _key_of("learning_rate")
 
