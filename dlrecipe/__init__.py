@@ -25,8 +25,8 @@ _NAMES = {
 }
 _COMMANDS = ("sanity", "lr_find", "search", "train", "report", "predict")  # also module names
 
-__all__ = ["__version__", "load_recipe", *_COMMANDS, "run", "validate", "Result", "EXIT_CODES", "Recipe",
-           "UserError", "RecipeError", "DataError"]
+__all__ = ["__version__", "load_recipe", "sanity", "lr_find", "search", "run", "train", "report", "predict", "validate",
+           "Result", "EXIT_CODES", "Recipe", "UserError", "RecipeError", "DataError"]
 
 
 class Command:

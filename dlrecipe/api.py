@@ -7,7 +7,8 @@
 
 A recipe is a path, a dict (nested tables or dotted keys) or a `Recipe`; the command-line options are keyword
 arguments with the same names; any other keyword argument is a recipe key: `train_lr=0.1` or, where the name is
-unique in [data], [model], [train] and [search] (else in the schema), `lr=0.1`. `model=` (an nn.Module, copied for every model built, never trained in place; or a
+unique in [data], [model], [train] and [search] (else in the schema), `lr=0.1`. `model=` (an nn.Module, copied
+for every model built, never trained in place; or a
 zero-argument callable returning a fresh one) and `data=` ((x, y), a DataFrame with `target=`, a torch Dataset,
 or a dict of splits) stand in for model.* and data.source (see dlrecipe/memory.py). Functions are silent unless
 `progress=True`; bad input raises `dlrecipe.UserError` (RecipeError, DataError); every function returns a

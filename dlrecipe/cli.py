@@ -621,7 +621,8 @@ def keys(section: Annotated[str | None, typer.Argument(help="only this table: to
     def body():
         if section is not None and section not in (*SECTIONS, "top"):
             raise UserError(f"keys {section!r}: unknown table; allowed: top, {', '.join(SECTIONS)}")
-        chosen = [k for k in SCHEMA if section is None or (k.split(".")[0] == section if "." in k else section == "top")]
+        chosen = [k for k in SCHEMA
+                  if section is None or (k.split(".")[0] == section if "." in k else section == "top")]
         where = {None: "", "top": " outside any table"}.get(section, f" in [{section}]")
         table = Table(title=plain(f"recipe keys{where}"),
                       title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)

@@ -61,7 +61,7 @@ def test_bad_input_is_an_error_object_with_exit_2_for_every_command(command, tmp
 
 def test_a_command_line_that_does_not_parse_is_also_an_error_object():
     out = subprocess.run([sys.executable, "-m", "dlrecipe", "train", "--json", "--bogus"], capture_output=True,
-                         text=True)
+                         text=True, check=False)
     assert out.returncode == 2 and "No such option: --bogus" in out.stderr
     obj = json.loads(out.stdout)
     VALIDATOR.validate(obj)
@@ -147,14 +147,17 @@ def test_train_tensorboard_events_match_metrics_csv(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_json_validates(tmp_path):
-    obj = _json("run", DIGITS, *SMALL_SEARCH, "--runs-dir", tmp_path, code=0)
+def test_run_json_validates_and_its_trials_write_tensorboard_events(tmp_path):
+    obj = _json("run", DIGITS, *SMALL_SEARCH, "--tensorboard", "--runs-dir", tmp_path, code=0)
     assert obj["status"] == "completed" and obj["run_dir"]
+    run = tmp_path / os.path.basename(obj["run_dir"])
+    with_events = {p.parent for p in run.rglob("events.out.tfevents.*")}
+    assert with_events and with_events == {p.parent for p in run.rglob("metrics.csv")}  # beside every metrics.csv
 
 
 def test_readme_exit_code_table_is_the_contract():
     text = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", text[text.index("## In pipelines"):], re.M))
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", text[text.index("## In pipelines"):], re.MULTILINE))
     assert {int(k): v.replace("`", "") for k, v in rows.items()} == EXIT_CODES
 
 
@@ -162,15 +165,15 @@ def test_readme_exit_code_table_is_the_contract():
 def test_readme_ci_workflow_steps_pass(tmp_path):
     """The README's workflow file, its `dlrecipe` and check steps run as a CI runner would (after the install)."""
     text = (ROOT / "README.md").read_text()
-    workflow = re.search(r"```yaml\n(.*?)```", text[text.index("## In pipelines"):], re.S).group(1)
-    steps = [m for m in re.findall(r"^      - run: (.*)$", workflow, re.M) if not m.startswith("pip install")]
+    workflow = re.search(r"```yaml\n(.*?)```", text[text.index("## In pipelines"):], re.DOTALL).group(1)
+    steps = [m for m in re.findall(r"^      - run: (.*)$", workflow, re.MULTILINE) if not m.startswith("pip install")]
     assert len(steps) >= 4 and all(s.startswith(("dlrecipe ", "python ")) for s in steps)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
     bindir = os.path.dirname(shutil.which("dlrecipe") or sys.executable)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     for step in steps:
         out = subprocess.run(["bash", "-eo", "pipefail", "-c", step], cwd=tmp_path, capture_output=True, text=True,
-                             env=env, timeout=600)
+                             env=env, timeout=600, check=False)
         assert out.returncode == 0, (step, out.stderr[-2000:])
     for name in ("validate.json", "sanity.json", "smoke.json"):
         obj = json.loads((tmp_path / name).read_text())
@@ -184,16 +187,17 @@ def test_version_keys_and_help_read_well():
     assert runner.invoke(app, ["--version"]).stdout.strip() == f"dlrecipe {__version__}"
     keys = runner.invoke(app, ["keys", "train"], env={"COLUMNS": "200"})
     assert keys.exit_code == 0
-    listed = {line.split()[0] for line in keys.stdout.splitlines()[3:] if line.strip() and not line.startswith("  ")}
-    assert listed == {k for k in SCHEMA if k.startswith("train.")}
+    shown = {line.split()[0] for line in keys.stdout.splitlines()[3:] if line.strip() and not line.startswith("  ")}
+    assert shown == {k for k in SCHEMA if k.startswith("train.")}
     assert "train.tensorboard" in keys.stdout and "bool" in keys.stdout
     assert runner.invoke(app, ["keys", "nope"]).exit_code == 2
     main = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
-    listed = re.findall(r"^│ (\w[\w-]*) ", main[main.index("Commands"):], re.M)
+    listed = re.findall(r"^│ (\w[\w-]*) ", main[main.index("Commands"):], re.MULTILINE)
     assert listed[0] == "run" and "keys" in listed
-    for command in ("run", "sanity", "lr-find", "search", "train", "report", "predict", "validate"):
+    for command in listed:  # every command: flags read as flags, one spelling each
         text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
-        assert "<bool>" not in text and "--no-" not in text and "--json" in text, command
+        assert "<bool>" not in text and "--no-" not in text, command
+        assert ("--json" in text) == (command in COMMANDS), command
 
 
 def test_ctrl_c_with_json_is_an_interrupted_object_with_exit_130(tmp_path, monkeypatch):
