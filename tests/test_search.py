@@ -388,7 +388,7 @@ def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkey
     """A lost machine: its trial is failed after the grace period and queued again with the same slot and params."""
     import optuna
 
-    import dlrecipe.search as S
+    import dlrecipe.search.storage as S
 
     monkeypatch.setattr(S, "HEARTBEAT_S", 1)
     monkeypatch.setattr(S, "GRACE_S", 2)

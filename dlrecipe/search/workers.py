@@ -1,0 +1,265 @@
+"""Workers: claim waiting slots through the storage (WAITING -> RUNNING succeeds for one worker only), sample each
+slot's parameters with its own seeded sampler, train it into trials/<n>/ and tell Optuna the outcome.
+
+Coarse slots first; fine slots only once no coarse slot is waiting or running.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..recipe import Recipe
+from .space import Dist, _space_from, narrow
+from .storage import (HOST, JOIN_WAIT_S, POLL_S, _fail_and_requeue, _has_heartbeat, _Heartbeat, _pid_alive,
+                      _study_recipe, _wait_for_study, open_storage)
+
+
+def _sampler_seed(seed: int, stage: str, slot: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, 0 if stage == "coarse" else 1, slot]).generate_state(1)[0])
+
+
+def _pruner(name: str):
+    import optuna
+
+    if name == "median":  # prune below the median of earlier trials at the same epoch, after 5 trials
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "successive-halving":  # keep the best third at epochs 1, 3, 9, ...
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _direction(recipe: Recipe) -> str:
+    return "maximize" if _monitor(recipe) == "val_acc" else "minimize"
+
+
+def _monitor(recipe: Recipe) -> str:
+    return "val_acc" if recipe.task == "classification" and recipe["train.monitor"] == "val_acc" else "val_loss"
+
+
+def _without_test(data):
+    """The same data with an empty test split: trials never see it (the test split is used once, at the end)."""
+    return replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass
+class Worker:
+    """What a worker needs to run slots of one study: the storage, the study's recipe and space, a run folder."""
+
+    storage: Any
+    study_name: str
+    recipe: Recipe
+    space: dict[str, Dist]
+    run_dir: Path                   # trials/<n>/ are written here
+    device: str
+    prune: str = "none"
+    _data: dict = field(default_factory=dict)
+    _fine: dict | None = None
+
+    def data_for(self, recipe: Recipe):
+        """Load (once per data setting) the split the trial's recipe asks for, without its test split."""
+        from ..data import load_data
+
+        key = repr(sorted((k, v) for k, v in recipe.values.items() if k.startswith("data.") or k == "seed"))
+        if key not in self._data:
+            self._data[key] = _without_test(load_data(recipe, self.device))
+        return self._data[key]
+
+    def stage_recipe(self, params: dict[str, Any], stage: str) -> Recipe:
+        epochs = self.recipe["search.coarse_epochs" if stage == "coarse" else "search.fine_epochs"]
+        return self.recipe.with_values({**params, "train.epochs": epochs})
+
+    def params_of(self, frozen) -> dict[str, Any]:
+        return {k: self.space[k].decode(v) if k in self.space else v for k, v in frozen.params.items()}
+
+    def fine_space(self, study) -> dict[str, Dist]:
+        """Narrowed around the top-k complete coarse trials (all coarse slots are finished when this is asked)."""
+        if self._fine is None:
+            top = ranked(study.get_trials(deepcopy=False), _direction(self.recipe), stage="coarse")
+            self._fine = narrow(self.space, [self.params_of(t) for t in top[:self.recipe["search.top_k"]]])
+        return self._fine
+
+
+def ranked(trials: list, direction: str, stage: str | None = None) -> list:
+    """Complete trials (of one stage), best first; ties go to the lower trial number."""
+    from optuna.trial import TrialState
+
+    done = [t for t in trials if t.state == TrialState.COMPLETE and (stage is None or t.user_attrs.get("stage")
+                                                                      == stage)]
+    sign = -1 if direction == "maximize" else 1
+    return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+
+def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
+         should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Claim and run slots until every slot of the study is finished; return how many ran here.
+
+    Coarse slots first; fine slots only once no coarse slot is waiting or running (other workers' included).
+    """
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=w.study_name, storage=w.storage, pruner=_pruner(w.prune))
+    study_id = w.storage.get_study_id_from_name(w.study_name)
+    ran = 0
+    while not should_stop():
+        if _has_heartbeat(w.storage):
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        dead = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("host") == HOST
+                and t.user_attrs.get("pid") not in (None, os.getpid()) and not _pid_alive(t.user_attrs["pid"])]
+        for t in dead:
+            _fail_and_requeue(study, w.storage, study_id, t, f"its worker (pid {t.user_attrs['pid']}) died before "
+                                                             f"it finished; queued again")
+        if dead:
+            continue
+        late = _cannot_finish_in_time(trials, study.user_attrs.get("deadlines"), time.time())
+        for t, why in late:
+            _skip(w.storage, study_id, t, why)
+        if late:
+            continue
+        active = [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+        if not active:
+            break
+        coarse_busy = any(t.user_attrs.get("stage") == "coarse" for t in active)
+        waiting = sorted((t for t in active if t.state == TrialState.WAITING
+                          and (t.user_attrs.get("stage") == "coarse" or not coarse_busy)),
+                         key=lambda t: (t.user_attrs.get("stage") != "coarse", t.number))
+        claimed = None
+        for t in waiting:
+            trial_id = w.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                if w.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                    claimed = (trial_id, t)
+                    break
+            except UpdateFinishedTrialError:
+                continue
+        if claimed is None:
+            time.sleep(POLL_S)  # others are running the last slots (or the coarse stage is finishing)
+            continue
+        _run_slot(w, study, *claimed)
+        ran += 1
+        if on_trial is not None:
+            on_trial(study.get_trials(deepcopy=False))
+    return ran
+
+
+def _cannot_finish_in_time(trials: list, deadlines: dict | None, now: float) -> list[tuple[Any, str]]:
+    """Waiting slots of a stage whose time (deadlines: stage -> wall-clock end, from --budget) would run out before
+    a typical trial of that stage (the median of its complete ones) could finish. A stage with no complete trial yet
+    keeps going: the search needs one coarse trial to narrow around and one fine trial to select."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    late = []
+    for stage, end in (deadlines or {}).items():
+        took = [t.user_attrs.get("seconds") or 0.0 for t in trials
+                if t.user_attrs.get("stage") == stage and t.state == TrialState.COMPLETE]
+        if took and now + statistics.median(took) > end:
+            why = (f"skipped: the --budget's time for the {stage} stage was up (a {stage} trial takes about "
+                   f"{statistics.median(took):.1f} s)")
+            late += [(t, why) for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("stage") == stage]
+    return late
+
+
+def _skip(storage, study_id: int, frozen, reason: str) -> None:
+    """Close a waiting slot unrun: claimed first (WAITING -> RUNNING), so a slot another worker has just claimed is
+    left alone; state "skipped" in trials.csv."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+    try:
+        if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+            return
+        storage.set_trial_user_attr(trial_id, "state", "skipped")
+        storage.set_trial_user_attr(trial_id, "reason", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return
+
+
+def _run_slot(w: Worker, study, trial_id: int, frozen) -> None:
+    """Sample one slot's parameters, train it into trials/<n>/, record the outcome and tell Optuna."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ..train import train_in
+
+    stage, slot = frozen.user_attrs["stage"], frozen.user_attrs["slot"]
+    study.sampler = optuna.samplers.RandomSampler(seed=_sampler_seed(w.recipe["seed"], stage, slot))
+    trial = optuna.trial.Trial(study, trial_id)
+    beat = _Heartbeat(w.storage, trial_id)  # first: a worker lost from now on is noticed by the others
+    for k, v in (("host", HOST), ("pid", os.getpid()), ("run_dir", str(w.run_dir.resolve()))):
+        trial.set_user_attr(k, v)
+    t0 = time.perf_counter()
+    monitor = _monitor(w.recipe)
+    attrs: dict[str, Any] = {}
+    try:
+        space = w.fine_space(study) if stage == "fine" else w.space
+        params = {key: d.suggest(trial) for key, d in space.items()}
+        recipe = w.stage_recipe(params, stage)
+        folder = w.run_dir / "trials" / str(trial.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        epochs = recipe["train.epochs"]
+        prune = w.prune != "none" and stage == "coarse"  # the fine stage has early stopping instead
+
+        def on_epoch(row: dict) -> bool:
+            value = row.get(monitor)
+            if value is None or not math.isfinite(value):
+                return False
+            trial.report(value, row["epoch"])
+            return prune and row["epoch"] < epochs and trial.should_prune()
+
+        result = train_in(folder, recipe, w.data_for(recipe), on_epoch=on_epoch, seed=recipe["seed"])
+        s = result.summary
+        state = {"stopped": "pruned", "diverged": "diverged"}.get(s["status"], "complete")
+        reason = "pruned: behind the other trials at this epoch" if state == "pruned" else s["reason"]
+        attrs = {"state": state, "reason": reason, "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
+                 **{k: v for k, v in s.items() if k.startswith("best_val_")}, "history": result.history}
+        value = s.get(f"best_{monitor}")
+        if state == "complete" and (value is None or not math.isfinite(value)):
+            state, attrs["state"] = "failed", "failed"
+    except Exception as e:  # noqa: BLE001 - a broken trial is recorded and the search goes on
+        state, value = "failed", None
+        attrs = {"state": "failed", "reason": f"{type(e).__name__}: {e}"}
+    finally:
+        beat.stop()
+    attrs["seconds"] = time.perf_counter() - t0
+    for k, v in attrs.items():
+        trial.set_user_attr(k, _clean(v))
+    if state == "complete":
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
+
+
+def _child(storage_url: str, study_name: str, run_dir: str, device: str, threads: int, parent: int) -> None:
+    """A --jobs worker process: torch threads = cores / jobs; stops claiming when its parent has died."""
+    import torch
+
+    torch.set_num_threads(threads)
+    storage = open_storage(storage_url)
+    meta = _wait_for_study(storage, study_name, timeout=JOIN_WAIT_S)
+    w = Worker(storage, study_name, _study_recipe(meta, None)[0], _space_from(meta["space"]), Path(run_dir),
+               device, meta["prune"])
+    work(w, should_stop=lambda: os.getppid() != parent)
+
