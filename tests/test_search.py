@@ -230,7 +230,8 @@ def test_jobs_seeds_ensemble_and_pruning(tmp_path):
 
 
 def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
-    """SIGKILL a search after some trials; --resume keeps them, reruns the one left running, completes the count."""
+    """SIGKILL a search after some trials (a population of 10 coarse trials, told one by one): --resume keeps the
+    finished ones, reruns those left running, completes the count."""
     recipe = write_recipe(tmp_path / "r.toml", trials=10, fine=2, epochs=2, batch_size=16, source="digits")
     runs = tmp_path / "runs"
     before = sigkill_after_trials(["search", str(recipe), "--runs-dir", str(runs), "-q"], runs,
@@ -248,9 +249,8 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert (counts == 1).all() and len(counts) == 12  # all 10 coarse + 2 fine slots, each once
     assert after.state.isin(FINISHED).all()
     left = after[after.reason.fillna("").str.contains("left running")]
-    assert len(left) <= 1  # the trial the kill interrupted, queued again under a new number
-    if len(left):
-        assert "retried as trial" in left.reason.iloc[0]
+    # the trials the kill interrupted (the unfinished members of a population), each queued again under a new number
+    assert len(left) <= 10 - len(before) and left.reason.str.contains("retried as trial").all()
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
@@ -359,7 +359,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
 
     ctrl_c_in_training(monkeypatch, 3)  # while the third trial trains
     recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
-                             "search.fine_epochs": 2})
+                             "search.fine_epochs": 2, "search.population": 1})  # one trial at a time
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Interrupted, match="2 of 6 trials finished"):
         search(recipe, runs_dir="runs")  # a relative runs folder: the resume below runs from another folder
@@ -382,6 +382,43 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
     assert result.summary["trials"]["retried"] == 1 and result.summary["trials"]["complete"] == 6  # the cut one
     with pytest.raises(UserError, match="this search is completed already, nothing to resume"):
         resume(run)
+
+
+def test_ctrl_c_in_a_population_keeps_its_finished_members_and_resume_reruns_the_others(tmp_path, monkeypatch,
+                                                                                        one_thread):
+    """Five coarse trials as one population; Ctrl-C once two members are told: they are kept, the three others
+    are queued again and rerun by --resume, each slot once."""
+    import dlrecipe.search.population as P
+    from dlrecipe.errors import Interrupted
+    from dlrecipe.search import resume, search
+
+    real = P.train_population
+
+    def cut(*args, on_done, **kwargs):
+        told = []
+
+        def done(k, result):
+            on_done(k, result)
+            told.append(k)
+            if len(told) == 2:
+                raise KeyboardInterrupt
+        return real(*args, on_done=done, **kwargs)
+
+    monkeypatch.setattr(P, "train_population", cut)
+    recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
+                             "search.fine_epochs": 2, "search.population": 5})
+    with pytest.raises(Interrupted, match="2 of 6 trials finished"):
+        search(recipe, runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    before = pd.read_csv(run / "trials.csv")
+    assert (before.state == "complete").sum() == 2 and (before.state == "failed").sum() == 3
+    monkeypatch.setattr(P, "train_population", real)
+    result = resume(run)
+    after = pd.DataFrame(result.trials)
+    assert result.summary["status"] == "completed" and len(slot_counts(after)) == 6
+    assert (slot_counts(after) == 1).all() and result.summary["trials"]["retried"] == 3
+    kept = after.set_index("number").loc[before[before.state == "complete"].number]
+    assert kept.best_val_loss.tolist() == pytest.approx(before[before.state == "complete"].best_val_loss.tolist())
 
 
 def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkeypatch):

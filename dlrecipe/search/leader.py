@@ -128,7 +128,8 @@ def join(recipe: Recipe | None, *, storage: str, study: str, device: str = "auto
                   highlight=False)
     run_dir = start_run(r, runs_dir, "search-worker", device)
     t0 = time.perf_counter()
-    w = Worker(st, study, r, _space_from(meta["space"]), run_dir, device, meta["prune"])
+    w = Worker(st, study, r, _space_from(meta["space"]), run_dir, device, meta["prune"],
+               note=None if quiet else _note)
     progress = SearchProgress(meta["trials"] + meta["fine_trials"], _monitor(r), quiet)
     try:
         n = work(w, on_trial=lambda trials: progress.update(trial_rows(trials, w.space, r.task)))
@@ -141,6 +142,10 @@ def join(recipe: Recipe | None, *, storage: str, study: str, device: str = "auto
     return run_dir, n
 
 
+def _note(message: str) -> None:
+    err.print(f"note: {message}", highlight=False)
+
+
 def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settings: dict, prune: str, device: str,
           jobs: int, quiet: bool) -> SearchResult:
     """Run the slots (here, or in `jobs` worker processes), wait for every slot, then select, test and report.
@@ -150,7 +155,7 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
 
     t0 = time.perf_counter()
     name = settings["study"]
-    w = Worker(storage, name, recipe, space, run_dir, device, prune)
+    w = Worker(storage, name, recipe, space, run_dir, device, prune, share=jobs, note=None if quiet else _note)
     total = recipe["search.trials"] + recipe["search.fine_trials"]
     progress = SearchProgress(total, _monitor(recipe), quiet)
     kept = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
@@ -197,7 +202,7 @@ def _run_and_finish(w: Worker, run_dir: Path, storage, settings: dict, device: s
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             ctx = multiprocessing.get_context("spawn")  # no fork after torch and the storage are loaded
             procs = [ctx.Process(target=_child, args=(settings["storage"], name, str(run_dir), device,
-                                                      max(1, cores // jobs), os.getpid()), daemon=True)
+                                                      max(1, cores // jobs), os.getpid(), jobs), daemon=True)
                      for _ in range(jobs)]
             for p in procs:
                 p.start()

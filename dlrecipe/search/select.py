@@ -129,6 +129,7 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
     direction, monitor = _direction(recipe), _monitor(recipe)
     coarse, fine = ranked(trials, direction, "coarse"), ranked(trials, direction, "fine")
     notes = edge_warnings(space, w.params_of(coarse[0])) if coarse else []
+    notes += study.user_attrs.get("notes", [])  # the workers' (e.g. a model trained one trial at a time)
     if recipe["search.fine_trials"] and not fine:
         notes.append("no fine trial completed: the selected model is the best coarse trial")
     if fine and coarse:

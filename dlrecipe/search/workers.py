@@ -69,8 +69,39 @@ class Worker:
     run_dir: Path                   # trials/<n>/ are written here
     device: str
     prune: str = "none"
+    share: int = 1                  # worker processes sharing the slots on this machine (--jobs)
+    note: Callable[[str], None] | None = None  # where a note for the user goes (None: quiet)
     _data: dict = field(default_factory=dict)
     _fine: dict | None = None
+    _auto: dict = field(default_factory=dict)
+    _noted: set = field(default_factory=set)
+
+    def population_size(self, stage: str, waiting: int, time_up: bool, sharing: int = 1) -> int:
+        """How many waiting slots of `stage` to claim at once: search.population (0 = auto: from the model size and
+        free memory, and no more than 1/sharing of the waiting slots, so that every worker gets some);
+        1 once the stage's --budget time is up (the one trial the stage still needs)."""
+        n = self.recipe["search.population"]
+        if time_up or n == 1:
+            return 1
+        if n == 0:
+            if stage not in self._auto:
+                from .population import auto_size
+
+                recipe = self.stage_recipe({}, stage)
+                self._auto[stage] = auto_size(recipe, self.data_for(recipe), self.device)
+            n = min(self._auto[stage], math.ceil(waiting / max(sharing, 1)))
+        return max(1, min(n, waiting))
+
+    def say(self, study, message: str) -> None:
+        """A note once per worker: on stderr (unless quiet) and in the study, for summary.json's warnings."""
+        if message in self._noted:
+            return
+        self._noted.add(message)
+        if self.note is not None:
+            self.note(message)
+        notes = list(study.user_attrs.get("notes", []))
+        if message not in notes:
+            study.set_user_attr("notes", notes + [message])
 
     def data_for(self, recipe: Recipe):
         """Load (once per data setting) the split the trial's recipe asks for, without its test split."""
@@ -142,22 +173,34 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
         waiting = sorted((t for t in active if t.state == TrialState.WAITING
                           and (t.user_attrs.get("stage") == "coarse" or not coarse_busy)),
                          key=lambda t: (t.user_attrs.get("stage") != "coarse", t.number))
-        claimed = None
-        for t in waiting:
+        if not waiting:
+            time.sleep(POLL_S)  # others are running the last slots (or the coarse stage is finishing)
+            continue
+        stage = waiting[0].user_attrs.get("stage")
+        same = [t for t in waiting if t.user_attrs.get("stage") == stage]
+        end = (study.user_attrs.get("deadlines") or {}).get(stage)
+        others = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in active if t.state == TrialState.RUNNING}
+        # workers that may want these slots: this machine's --jobs, those running trials now, and on a database
+        # at least one more (workers on other machines may be about to claim)
+        sharing = max(w.share, len(others - {(HOST, os.getpid())}) + 1, 2 if _has_heartbeat(w.storage) else 1)
+        want = w.population_size(stage, len(same), end is not None and time.time() >= end, sharing)
+        claimed = []
+        for t in same:  # WAITING -> RUNNING succeeds for one worker only: each slot runs once
             trial_id = w.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 if w.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                    claimed = (trial_id, t)
-                    break
+                    claimed.append((trial_id, t))
             except UpdateFinishedTrialError:
                 continue
-        if claimed is None:
-            time.sleep(POLL_S)  # others are running the last slots (or the coarse stage is finishing)
+            if len(claimed) == want:
+                break
+        if not claimed:
+            time.sleep(POLL_S)
             continue
-        _run_slot(w, study, *claimed)
-        ran += 1
-        if on_trial is not None:
-            on_trial(study.get_trials(deepcopy=False))
+        report = (lambda: on_trial(study.get_trials(deepcopy=False))) if on_trial is not None else (lambda: None)
+        _run_slots(w, study, claimed, report)
+        ran += len(claimed)
+        report()
     return ran
 
 
@@ -197,12 +240,23 @@ def _skip(storage, study_id: int, frozen, reason: str) -> None:
         return
 
 
-def _run_slot(w: Worker, study, trial_id: int, frozen) -> None:
-    """Sample one slot's parameters, train it into trials/<n>/, record the outcome and tell Optuna."""
-    import optuna
-    from optuna.trial import TrialState
+@dataclass
+class _Slot:
+    """One claimed slot on its way: its Optuna trial, heartbeat, sampled recipe and trial folder."""
 
-    from ..train import train_in
+    trial: Any
+    beat: Any
+    t0: float
+    stage: str
+    recipe: Recipe | None = None
+    folder: Path | None = None
+    error: str | None = None
+    closed: bool = False
+
+
+def _open_slot(w: Worker, study, trial_id: int, frozen) -> _Slot:
+    """Start a claimed slot: its heartbeat, where it runs, and its parameters from its own seeded sampler."""
+    import optuna
 
     stage, slot = frozen.user_attrs["stage"], frozen.user_attrs["slot"]
     study.sampler = optuna.samplers.RandomSampler(seed=_sampler_seed(w.recipe["seed"], stage, slot))
@@ -210,49 +264,133 @@ def _run_slot(w: Worker, study, trial_id: int, frozen) -> None:
     beat = _Heartbeat(w.storage, trial_id)  # first: a worker lost from now on is noticed by the others
     for k, v in (("host", HOST), ("pid", os.getpid()), ("run_dir", str(w.run_dir.resolve()))):
         trial.set_user_attr(k, v)
-    t0 = time.perf_counter()
-    monitor = _monitor(w.recipe)
-    attrs: dict[str, Any] = {}
+    s = _Slot(trial, beat, time.perf_counter(), stage)
     try:
         space = w.fine_space(study) if stage == "fine" else w.space
         params = {key: d.suggest(trial) for key, d in space.items()}
-        recipe = w.stage_recipe(params, stage)
-        folder = w.run_dir / "trials" / str(trial.number)
-        folder.mkdir(parents=True, exist_ok=True)
-        epochs = recipe["train.epochs"]
-        prune = w.prune != "none" and stage == "coarse"  # the fine stage has early stopping instead
+        s.recipe = w.stage_recipe(params, stage)
+        s.folder = w.run_dir / "trials" / str(trial.number)
+        s.folder.mkdir(parents=True, exist_ok=True)
+    except Exception as e:  # noqa: BLE001 - a broken trial is recorded and the search goes on
+        s.error = f"{type(e).__name__}: {e}"
+    return s
 
-        def on_epoch(row: dict) -> bool:
-            value = row.get(monitor)
-            if value is None or not math.isfinite(value):
-                return False
-            trial.report(value, row["epoch"])
-            return prune and row["epoch"] < epochs and trial.should_prune()
 
-        result = train_in(folder, recipe, w.data_for(recipe), on_epoch=on_epoch, seed=recipe["seed"])
-        s = result.summary
-        state = {"stopped": "pruned", "diverged": "diverged"}.get(s["status"], "complete")
-        reason = "pruned: behind the other trials at this epoch" if state == "pruned" else s["reason"]
-        attrs = {"state": state, "reason": reason, "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
-                 **{k: v for k, v in s.items() if k.startswith("best_val_")}, "history": result.history}
-        value = s.get(f"best_{monitor}")
+def _epoch_callback(w: Worker, s: _Slot) -> Callable[[dict], bool]:
+    """loop.fit's on_epoch for one trial: report the monitored value to Optuna; True when the pruner stops it."""
+    monitor, epochs = _monitor(w.recipe), s.recipe["train.epochs"]
+    prune = w.prune != "none" and s.stage == "coarse"  # the fine stage has early stopping instead
+
+    def on_epoch(row: dict) -> bool:
+        value = row.get(monitor)
+        if value is None or not math.isfinite(value):
+            return False
+        s.trial.report(value, row["epoch"])
+        return prune and row["epoch"] < epochs and s.trial.should_prune()
+    return on_epoch
+
+
+def _close_slot(w: Worker, study, s: _Slot, result=None, error: str | None = None) -> None:
+    """Record a slot's outcome (a TrainResult, or the error that broke it) and tell Optuna."""
+    from optuna.trial import TrialState
+
+    s.beat.stop()
+    error = error or s.error
+    if error is None:
+        sm = result.summary
+        state = {"stopped": "pruned", "diverged": "diverged"}.get(sm["status"], "complete")
+        reason = "pruned: behind the other trials at this epoch" if state == "pruned" else sm["reason"]
+        attrs = {"state": state, "reason": reason, "best_epoch": sm["best_epoch"], "epochs_run": sm["epochs_run"],
+                 **{k: v for k, v in sm.items() if k.startswith("best_val_")}, "history": result.history}
+        value = sm.get(f"best_{_monitor(w.recipe)}")
         if state == "complete" and (value is None or not math.isfinite(value)):
             state, attrs["state"] = "failed", "failed"
-    except Exception as e:  # noqa: BLE001 - a broken trial is recorded and the search goes on
-        state, value = "failed", None
-        attrs = {"state": "failed", "reason": f"{type(e).__name__}: {e}"}
-    finally:
-        beat.stop()
-    attrs["seconds"] = time.perf_counter() - t0
-    for k, v in attrs.items():
-        trial.set_user_attr(k, _clean(v))
-    if state == "complete":
-        study.tell(trial, value)
     else:
-        study.tell(trial, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
+        state, value, attrs = "failed", None, {"state": "failed", "reason": error}
+    attrs["seconds"] = time.perf_counter() - s.t0
+    for k, v in attrs.items():
+        s.trial.set_user_attr(k, _clean(v))
+    if state == "complete":
+        study.tell(s.trial, value)
+    else:
+        study.tell(s.trial, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
+    s.closed = True
 
 
-def _child(storage_url: str, study_name: str, run_dir: str, device: str, threads: int, parent: int) -> None:
+def _train_alone(w: Worker, study, s: _Slot) -> None:
+    from ..train import train_in
+
+    try:
+        result = train_in(s.folder, s.recipe, w.data_for(s.recipe), on_epoch=_epoch_callback(w, s),
+                          seed=s.recipe["seed"])
+    except Exception as e:  # noqa: BLE001 - a broken trial is recorded and the search goes on
+        _close_slot(w, study, s, error=f"{type(e).__name__}: {e}")
+        return
+    except BaseException:  # Ctrl-C: the trial stays RUNNING; the leader queues it again
+        s.beat.stop()
+        raise
+    _close_slot(w, study, s, result)
+
+
+def _run_slot(w: Worker, study, trial_id: int, frozen) -> None:
+    """Sample one slot's parameters, train it into trials/<n>/, record the outcome and tell Optuna."""
+    s = _open_slot(w, study, trial_id, frozen)
+    if s.error is not None:
+        _close_slot(w, study, s)
+    else:
+        _train_alone(w, study, s)
+
+
+def _run_slots(w: Worker, study, claimed: list, report: Callable[[], None]) -> None:
+    """Run claimed slots: those whose recipes differ only in per-member settings (population.PER_MEMBER) as one
+    fused population, the others (and models that cannot be fused: said once) one at a time. Each trial is told
+    to Optuna as soon as it finishes, so a killed population keeps its finished members."""
+    if len(claimed) == 1:
+        _run_slot(w, study, *claimed[0])
+        return
+    from .fused import NotFusable
+    from .population import fusable_kind, group_key, train_population
+
+    slots = [_open_slot(w, study, trial_id, frozen) for trial_id, frozen in claimed]
+    try:
+        groups: dict[str, list[_Slot]] = {}
+        for s in slots:
+            if s.error is not None:
+                _close_slot(w, study, s)
+            else:
+                groups.setdefault(group_key(s.recipe), []).append(s)
+        for members in groups.values():
+            why = fusable_kind(members[0].recipe) if len(members) > 1 else "alone"
+            if why is None:
+                def done(k: int, result, members=members) -> None:
+                    _close_slot(w, study, members[k], result)
+                    report()
+                try:
+                    train_population([s.folder for s in members], [s.recipe for s in members],
+                                     w.data_for(members[0].recipe), on_epoch=[_epoch_callback(w, s) for s in members],
+                                     on_done=done)
+                    continue
+                except NotFusable as e:
+                    why = f"{e}; these trials train one at a time"
+                except Exception as e:  # noqa: BLE001 - a broken population is recorded and the search goes on
+                    for s in members:
+                        if not s.closed:
+                            _close_slot(w, study, s, error=f"{type(e).__name__}: {e}")
+                    continue
+            if why != "alone":
+                w.say(study, f"population: {why}")
+            for s in members:
+                if not s.closed:
+                    _train_alone(w, study, s)
+                    report()
+    finally:  # Ctrl-C: heartbeats stop, the unfinished slots stay RUNNING and are queued again by the leader
+        for s in slots:
+            if not s.closed:
+                s.beat.stop()
+
+
+def _child(storage_url: str, study_name: str, run_dir: str, device: str, threads: int, parent: int,
+           share: int = 1) -> None:
     """A --jobs worker process: torch threads = cores / jobs; stops claiming when its parent has died."""
     import torch
 
@@ -260,6 +398,6 @@ def _child(storage_url: str, study_name: str, run_dir: str, device: str, threads
     storage = open_storage(storage_url)
     meta = _wait_for_study(storage, study_name, timeout=JOIN_WAIT_S)
     w = Worker(storage, study_name, _study_recipe(meta, None)[0], _space_from(meta["space"]), Path(run_dir),
-               device, meta["prune"])
+               device, meta["prune"], share=share)
     work(w, should_stop=lambda: os.getppid() != parent)
 
