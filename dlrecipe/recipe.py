@@ -118,8 +118,9 @@ SCHEMA: dict[str, Key] = {
     "search.fine_trials": Key("int", 5, "fine-stage trials around the best coarse ones", lo=0),
     "search.fine_epochs": Key("int", 15, "epochs per fine trial (lecture 003: 10-20)", lo=1),
     "search.top_k": Key("int", 3, "coarse trials the fine stage narrows around", lo=1),
-    "search.population": Key("int", 0, "trials trained at once as one fused model (HFTA); 0 = auto (from the "
-                             "model size and free memory), 1 = off: one trial at a time", lo=0),
+    "search.population": Key("int", 0, "trials trained at once as one fused model (HFTA); 0 = auto (coarse "
+                             "trials, as many as the model size and free memory suit), 1 = off: one trial at a "
+                             "time, N = up to N trials of either stage", lo=0),
 }
 
 SECTIONS = ("data", "model", "train", "search")

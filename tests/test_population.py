@@ -2,7 +2,8 @@
 
 The reference is dlrecipe's own train_in on each member (same seed, so the same initial weights, batch order and,
 on CPU, the same dropout masks). Tolerance: relative 1e-4 on every logged number (the fused kernels round in
-another order, about 1e-7 relative per step here: see dlrecipe/search/population.py).
+another order, about 1e-7 relative per step here: see dlrecipe/search/population.py); accuracies within one
+validation example (a near-tie argmax can flip).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dlrecipe.train import train_in
 from .conftest import small_recipe
 
 REL = 1e-4
+ACC_ABS = 0.004  # accuracies: one of digits' 270 validation examples (or 5 of its 1257 training ones) may flip
 DIGITS = {"name": "p", "data.source": "digits", "data.batch_size": 64, "model.hidden": [32, 32],
           "train.epochs": 3, "train.patience": 0}
 
@@ -54,7 +56,8 @@ def assert_same_runs(alone, fused, rel: float = REL):
                 if isinstance(ra[key], float) and math.isnan(ra[key]):
                     assert math.isnan(rf[key]), key
                 else:
-                    assert rf[key] == pytest.approx(ra[key], rel=rel, abs=1e-7), (key, ra["epoch"])
+                    tol = ACC_ABS if key.endswith("_acc") else 1e-7  # a near-tie argmax may flip
+                    assert rf[key] == pytest.approx(ra[key], rel=rel, abs=tol), (key, ra["epoch"])
         sa = torch.load(a.run_dir / "model.pt", weights_only=True)
         sf = torch.load(f.run_dir / "model.pt", weights_only=True)
         assert sa.keys() == sf.keys()  # the member's own state_dict names: loadable into its own model
@@ -151,25 +154,26 @@ def test_models_without_a_fused_form_are_refused_before_training():
 
 
 def test_a_search_with_populations_writes_the_same_trials_as_one_at_a_time(tmp_path, one_thread):
-    """trials.csv, each trial's metrics.csv and the selected model: the same with search.population auto and 1."""
+    """trials.csv, each trial's metrics.csv and the selected model: the same with populations of up to 4 trials (of
+    both stages) and with one trial at a time."""
     import pandas as pd
 
     from dlrecipe.search import search
 
     results = {}
-    for population in (0, 1):
+    for population in (4, 1):
         recipe = small_recipe(**{"search.trials": 6, "search.coarse_epochs": 3, "search.fine_trials": 2,
                                  "search.fine_epochs": 3, "search.population": population,
                                  "search.space": {"train.lr": {"log_uniform": [0.005, 0.5]},
                                                   "model.dropout": {"uniform": [0.0, 0.5]}}})
         results[population] = search(recipe, runs_dir=tmp_path / str(population))
-    fused, alone = (pd.DataFrame(results[p].trials).drop(columns=["seconds"]) for p in (0, 1))
+    fused, alone = (pd.DataFrame(results[p].trials).drop(columns=["seconds"]) for p in (4, 1))
     pd.testing.assert_frame_equal(fused.drop(columns=["best_val_loss"]), alone.drop(columns=["best_val_loss"]))
     assert fused.best_val_loss.tolist() == pytest.approx(alone.best_val_loss.tolist(), rel=REL)
-    s0, s1 = results[0].summary, results[1].summary
+    s0, s1 = results[4].summary, results[1].summary
     assert s0["selected_trial"] == s1["selected_trial"] and s0["test_acc"] == pytest.approx(s1["test_acc"])
     for n in fused.number:
-        m0 = pd.read_csv(results[0].run_dir / "trials" / str(n) / "metrics.csv").drop(columns=["seconds"])
+        m0 = pd.read_csv(results[4].run_dir / "trials" / str(n) / "metrics.csv").drop(columns=["seconds"])
         m1 = pd.read_csv(results[1].run_dir / "trials" / str(n) / "metrics.csv").drop(columns=["seconds"])
         pd.testing.assert_frame_equal(m0, m1, rtol=REL)
 

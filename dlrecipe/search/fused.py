@@ -1,6 +1,6 @@
 """K models of one architecture as one fused program (HFTA's horizontal fusion, Wang et al., MLSys 2021).
 
-Every parameter gets a leading member dimension K: a Linear's weight is [K, out, in] and runs as one batched
+Every parameter gets a leading member dimension K: a Linear's weight is [K, in, out] and runs as one batched
 matmul (baddbmm), a conv's kernel [K, out, in, *k] runs as one grouped convolution (groups = K; the first conv,
 whose input every member shares, as one convolution with K * out channels), a batch norm is one batch norm over
 K * C channels (so its statistics stay per member). Dropout draws each member's mask from that member's own
@@ -85,7 +85,7 @@ class FusedNet:
         self.buffers: dict[str, torch.Tensor] = {}  # batch norm running statistics [K, C]
         self.decay: set[str] = set()                # weights (ndim > 1 in a member): weight decay and L1 apply
         self.keys: list[dict[str, str]] = [{} for _ in models]  # per member: fused name -> its state_dict key
-        self.bn_counts: dict[str, str] = {}         # fused bn name -> num_batches_tracked key suffix
+        self.transposed: set[str] = set()           # Linear weights, stored [K, in, out]
         self.batches_tracked = 0
         self.ops: list[_Op] = []
         self.drop = torch.zeros(self.K, len(first))  # [K, layer]: drop probability after each layer
@@ -100,13 +100,17 @@ class FusedNet:
 
     # ------------------------------------------------------------------------------------------------ building
 
-    def _stack(self, name: str, entries: list[tuple[int, nn.Module]], attr: str, *, param: bool, decay: bool):
+    def _stack(self, name: str, entries: list[tuple[int, nn.Module]], attr: str, *, param: bool, decay: bool,
+               transpose: bool = False):
         tensors = []
         for j, (i, m) in enumerate(entries):
             sub, _, leaf = attr.rpartition(".")
             owner = m.get_submodule(sub) if sub else m
-            tensors.append(getattr(owner, leaf).detach())
+            t = getattr(owner, leaf).detach()
+            tensors.append(t.t() if transpose else t)
             self.keys[j][name] = f"{i}.{attr}"
+        if transpose:  # a Linear's [out, in] weight kept as [in, out]: bmm's layout, ~1.7x faster on CPU than .mT
+            self.transposed.add(name)
         t = torch.stack(tensors).clone()
         if param:
             self.params[name] = t.requires_grad_(True)
@@ -122,7 +126,8 @@ class FusedNet:
             return _Op("flatten")
         if type(m) is nn.Linear or type(m) is C.Maxout:
             lin = "linear." if type(m) is C.Maxout else ""
-            names = {"weight": self._stack(f"{n}.weight", entries, f"{lin}weight", param=True, decay=True)}
+            names = {"weight": self._stack(f"{n}.weight", entries, f"{lin}weight", param=True, decay=True,
+                                           transpose=True)}
             if (m.linear if lin else m).bias is not None:
                 names["bias"] = self._stack(f"{n}.bias", entries, f"{lin}bias", param=True, decay=False)
             conf = {"out": m.out_features, "k": m.k} if lin else {}
@@ -171,15 +176,15 @@ class FusedNet:
                 else:
                     x = x.flatten(1) if layout == "shared" else x.flatten(2)
             elif op.kind in ("linear", "maxout"):
-                w = P[op.names["weight"]]                              # [K, out, in]
+                w = P[op.names["weight"]]                              # [K, in, out]
                 if layout == "shared":
                     x = x.unsqueeze(0).expand(K, *x.shape)             # [K, B, in], no copy
                 elif layout == "conv":
                     raise NotFusable("a linear layer on convolution maps without a flatten")
                 if "bias" in op.names:
-                    x = torch.baddbmm(P[op.names["bias"]].unsqueeze(1), x, w.transpose(1, 2))
+                    x = torch.baddbmm(P[op.names["bias"]].unsqueeze(1), x, w)
                 else:
-                    x = torch.bmm(x, w.transpose(1, 2))
+                    x = torch.bmm(x, w)
                 layout = "lin"
                 if op.kind == "maxout":                                # [K, B, out*k] -> [K, B, out]
                     x = x.view(K, B, op.conf["out"], op.conf["k"]).amax(dim=-1)
@@ -235,7 +240,8 @@ class FusedNet:
                 out[key] = torch.tensor(self.batches_tracked)
             else:
                 t = self.params.get(name)
-                out[key] = (t if t is not None else self.buffers[name])[k].detach().clone()
+                t = (t if t is not None else self.buffers[name])[k].detach()
+                out[key] = (t.t() if name in self.transposed else t).contiguous().clone()
         return out
 
     def keep(self, idx: list[int], states: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -352,40 +358,41 @@ class FusedOptimizer:
             if self.decays and pname in self.net.decay:
                 if name == "adamw":                                    # decoupled: p <- p (1 - lr wd)
                     p.mul_(c("1-lr*wd", d))
-                else:                                                  # L2 through the gradient
-                    g = g + c("weight_decay", d) * p
+                else:                                                  # L2 through the gradient: g + wd p
+                    g.addcmul_(c("weight_decay", d), p)
+            # the in-place forms below compute torch.optim's expressions in its order (x + value * a / b)
             if name in ("sgd", "momentum", "nesterov"):
                 if self.has_momentum:
                     if "buf" not in st:
                         st["buf"] = g.detach().clone()
                     else:
                         st["buf"].mul_(c("momentum", d)).add_(g)
-                    g = g + c("momentum", d) * st["buf"] if name == "nesterov" else st["buf"]
-                p.sub_(c("lr", d) * g)
+                    g = g.addcmul(c("momentum", d), st["buf"]) if name == "nesterov" else st["buf"]
+                p.addcmul_(c("lr", d), g, value=-1)
             elif name == "adagrad":
                 st.setdefault("sum", torch.zeros_like(p)).addcmul_(g, g)
-                p.sub_(c("lr", d) * g / st["sum"].sqrt().add_(c("eps", d)))
+                p.addcdiv_(g * c("lr", d), st["sum"].sqrt().add_(c("eps", d)), value=-1)
             elif name == "rmsprop":
                 sq = st.setdefault("square_avg", torch.zeros_like(p))
-                sq.mul_(c("rho", d)).add_(c("1-rho", d) * g * g)
+                sq.mul_(c("rho", d)).addcmul_(g * c("1-rho", d), g)
                 avg = sq.sqrt().add_(c("eps", d))
                 if self.has_momentum:
                     buf = st.setdefault("buf", torch.zeros_like(p))
-                    buf.mul_(c("momentum", d)).add_(g / avg)
-                    p.sub_(c("lr", d) * buf)
+                    buf.mul_(c("momentum", d)).addcdiv_(g, avg)
+                    p.addcmul_(c("lr", d), buf, value=-1)
                 else:
-                    p.sub_(c("lr", d) * g / avg)
+                    p.addcdiv_(g * c("lr", d), avg, value=-1)
             else:  # adam, adamw, nadam
                 m = st.setdefault("exp_avg", torch.zeros_like(p))
                 sq = st.setdefault("exp_avg_sq", torch.zeros_like(p))
                 m.lerp_(g, c("1-beta1", d))
-                sq.mul_(c("beta2", d)).add_(c("1-beta2", d) * g * g)
+                sq.mul_(c("beta2", d)).addcmul_(g * c("1-beta2", d), g)
                 if name == "nadam":
                     denom = sq.div(ps["bc2"]).sqrt().add_(c("eps", d))
-                    p.add_(ps["c_grad"] * g / denom)
-                    p.add_(ps["c_avg"] * m / denom)
+                    p.addcdiv_(g * ps["c_grad"], denom)
+                    p.addcdiv_(m * ps["c_avg"], denom)
                 else:
-                    p.sub_(ps["step_size"] * m / (sq.sqrt() / ps["bc2_sqrt"]).add_(c("eps", d)))
+                    p.addcdiv_(m * ps["step_size"], (sq.sqrt() / ps["bc2_sqrt"]).add_(c("eps", d)), value=-1)
 
 
 def member_hyperparameters(tr: dict) -> dict:
