@@ -35,6 +35,7 @@ from torch import nn
 
 SPACE = '{"train.lr" = {log_uniform = [0.005, 0.5]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 STAGE = [0.0]  # the last dlrecipe_search's coarse-stage seconds
+DEVICE = ["cpu"]  # --device: where both sides train (the hand loops' tensors and models too)
 CNN_SPACE = '{"train.lr" = {log_uniform = [3e-4, 3e-2]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 
 
@@ -55,7 +56,7 @@ def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size
                                                   "data.augment=[]"])  # as the hand loop
     with tempfile.TemporaryDirectory() as runs:
         t0 = time.perf_counter()
-        result = search(recipe, runs_dir=runs, jobs=jobs, quiet=True)
+        result = search(recipe, runs_dir=runs, jobs=jobs, quiet=True, device=DEVICE[0])
         seconds = time.perf_counter() - t0
         study = optuna.load_study(study_name=result.summary["study"], storage=optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(result.run_dir / "study.journal"))))
@@ -78,20 +79,21 @@ def hand_written(params: list[dict], epochs: int, hidden: int, batch_size: int) 
     x_va, _, y_va, _ = train_test_split(x_rest, y_rest, train_size=0.5, stratify=y_rest, random_state=0)
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-8
     t = lambda a: torch.as_tensor((a - mean) / std, dtype=torch.float32)
-    x_tr, x_va = t(x_tr), t(x_va)
-    y_tr, y_va = torch.as_tensor(y_tr), torch.as_tensor(y_va)
+    dev = DEVICE[0]
+    x_tr, x_va = t(x_tr).to(dev), t(x_va).to(dev)
+    y_tr, y_va = torch.as_tensor(y_tr).to(dev), torch.as_tensor(y_va).to(dev)
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("train.lr", 0.005, 0.5, log=True)
         wd = trial.suggest_categorical("train.weight_decay", [0.0, 1e-5, 1e-4])
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                              nn.Linear(hidden, 10))
+                              nn.Linear(hidden, 10)).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
         loss_fn, gen, best = nn.CrossEntropyLoss(), torch.Generator().manual_seed(0), float("inf")
         for _ in range(epochs):
             model.train()
-            for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
+            for idx in torch.randperm(len(x_tr), generator=gen).to(dev).split(batch_size):
                 opt.zero_grad()
                 loss = loss_fn(model(x_tr[idx]), y_tr[idx])
                 if not torch.isfinite(loss):
@@ -119,7 +121,7 @@ def hand_written_cnn(params: list[dict], epochs: int) -> float:
     from dlrecipe.recipe import load
 
     t0 = time.perf_counter()
-    data = load_data(load("recipes/mnist1d_cnn.toml"), "cpu")
+    data = load_data(load("recipes/mnist1d_cnn.toml"), DEVICE[0])
     x_tr, y_tr, x_va, y_va = data.x_train, data.y_train, data.x_val, data.y_val
 
     def objective(trial: optuna.Trial) -> float:
@@ -131,12 +133,13 @@ def hand_written_cnn(params: list[dict], epochs: int) -> float:
             blocks += [nn.Conv1d(c, out, 5, padding=2, bias=False), nn.BatchNorm1d(out, momentum=0.01), nn.ReLU(),
                        nn.MaxPool1d(2)]
             c = out
-        model = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(64 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+        model = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(64 * 5, 128), nn.ReLU(), nn.Linear(128, 10)).to(
+            DEVICE[0])
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
         loss_fn, gen, best = nn.CrossEntropyLoss(), torch.Generator().manual_seed(0), float("inf")
         for _ in range(epochs):
             model.train()
-            for idx in torch.randperm(len(x_tr), generator=gen).split(100):
+            for idx in torch.randperm(len(x_tr), generator=gen).to(DEVICE[0]).split(100):
                 opt.zero_grad()
                 loss = loss_fn(model(x_tr[idx]), y_tr[idx])
                 if not torch.isfinite(loss):
@@ -175,7 +178,9 @@ def main() -> None:
     ap.add_argument("--small-hidden", type=int, default=64)
     ap.add_argument("--cnn-trials", type=int, default=12)
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, small, cnn")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where both sides train")
     a = ap.parse_args()
+    DEVICE[0] = a.device
     skip = set(a.skip.split(",")) - {""}
     warm_up()
     t, e = a.trials, a.epochs
@@ -200,7 +205,7 @@ def main() -> None:
           "trial's start to last trial's end")
     print(f"{e} epochs per trial, torch threads {torch.get_num_threads()} (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores, median of {a.repeats}")
+          f"{os.cpu_count()} cores, device {a.device}, median of {a.repeats}")
     print(f"| {'model':<40} | {'comparison (A / B)':<44} | {'A trials/min':>12} | {'B trials/min':>12} | {'A / B':>6} |")
     print(f"|{'-' * 42}|{'-' * 46}|{'-' * 14}|{'-' * 14}|{'-' * 8}|")
     for name, (label, n, run) in parts.items():

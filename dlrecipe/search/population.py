@@ -34,6 +34,7 @@ PER_MEMBER = ("train.lr", "train.weight_decay", "train.momentum", "train.beta1",
               "train.rho", "train.l1", "train.grad_clip", "train.patience", "train.lr_halving", "train.schedule",
               "train.step_size", "train.gamma", "train.decay_factor", "model.dropout")
 MAX_AUTO = 32            # auto population size: at most this many members (diminishing returns past it on CPU)
+MAX_AUTO_CUDA = 128      # ... on a GPU, where a small model fills a tiny fraction of the device (HFTA fuses 10s-100s)
 MEMORY_SHARE = 0.25      # ... their tensors within this share of the device's free memory
 CPU_CACHE_BYTES = 4 << 20  # ... and on CPU their weights, gradients and optimizer state within about 2x a core's L2:
 # a fused step streams K members' tensors through the cache where one model alone stays in it, so past this size
@@ -74,7 +75,7 @@ def auto_size(recipe, data, device: str) -> int:
     per_member = 4 * (6 * params + 3 * batch * acts[0])  # float32: weights, grads, 2 states, best, spare; acts
     if str(device).startswith("cuda"):
         free = torch.cuda.mem_get_info()[0]
-        fits = int(MEMORY_SHARE * free // max(per_member, 1))
+        return max(1, min(MAX_AUTO_CUDA, int(MEMORY_SHARE * free // max(per_member, 1))))
     else:
         import os
 
