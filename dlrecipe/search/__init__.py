@@ -14,10 +14,13 @@ whose worker died (a dead process on this machine, or a silent heartbeat on a da
 with the same parameters. The process that started the search waits for every slot, selects the best fine trial's
 snapshot, tests it (and the --seeds / --ensemble models) once, and writes the report.
 
+A worker claims up to `search.population` slots at once and trains those that share an architecture and a batch
+size as one fused model (population.py, on fused.py's layers and optimizer); the others one at a time.
+
 The parts, one module each: space.py (the space and its narrowing), storage.py (journal or database, slots,
-heartbeats, retries), workers.py (claiming and running slots), select.py (trials.csv, the selected model tested
-once, summary.json), plots.py (the figures), terminal.py (progress and leaderboard) and leader.py (the search,
-resume and join commands).
+heartbeats, retries), workers.py (claiming and running slots), population.py and fused.py (many trials as one
+model), select.py (trials.csv, the selected model tested once, summary.json), plots.py (the figures), terminal.py
+(progress and leaderboard) and leader.py (the search, resume and join commands).
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Workers: claim waiting slots through the storage (WAITING -> RUNNING succeeds for one worker only), sample each
 slot's parameters with its own seeded sampler, train it into trials/<n>/ and tell Optuna the outcome.
 
-Coarse slots first; fine slots only once no coarse slot is waiting or running.
+Coarse slots first; fine slots only once no coarse slot is waiting or running. A worker claims up to
+`search.population` slots of a stage at once; those that differ only in per-member settings train as one fused
+population (dlrecipe.search.population), each told to Optuna as soon as it finishes.
 """
 from __future__ import annotations
 
