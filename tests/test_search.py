@@ -488,7 +488,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
     """A --worker and the leader join one study: together they run exactly the requested trials, none twice."""
     import optuna
 
-    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
+    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits",
+                          population=2)  # populations of 2: a busy machine cannot let one process claim them all
     base = [sys.executable, "-m", "dlrecipe", "search", str(recipe), "--storage", postgres, "--study", "shared"]
     worker = subprocess.Popen([*base, "--worker", "--runs-dir", str(tmp_path / "w")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
