@@ -153,7 +153,11 @@ def _load(recipe: Path, sets: list[str] | None, seed: int | None, tensorboard: b
         overrides.append(f"seed={seed}")
     if tensorboard:
         overrides.append("train.tensorboard=true")
-    return load(recipe, overrides)
+    r = load(recipe, overrides)
+    from .threads import configure  # CPU threads that fit the model, and a warning on a busy machine (issue 15)
+
+    configure(r, say=lambda m: err.print(f"[yellow]warning:[/] {plain(m)}", highlight=False))
+    return r
 
 
 @app.command()

@@ -169,6 +169,9 @@ SCHEMA: dict[str, Key] = {
     "search.fine_trials": Key("int", 5, "fine-stage trials around the best coarse ones", lo=0),
     "search.fine_epochs": Key("int", 15, "epochs per fine trial (lecture 003: 10-20)", lo=1),
     "search.top_k": Key("int", 3, "coarse trials the fine stage narrows around", lo=1),
+    "search.population": Key("int", 0, "trials trained at once as one fused model (HFTA); 0 = auto (coarse "
+                             "trials, as many as the model size and free memory suit), 1 = off: one trial at a "
+                             "time, N = up to N trials of either stage", lo=0),
     # [pretrain] (dlrecipe pretrain; train and run pre-train first when epochs > 0)
     "pretrain.epochs": Key("int", 0, "greedy layer-wise autoencoder pre-training of each hidden layer of an mlp "
                            "for this many epochs, then fine-tuning of the whole net (lecture 002; 0 = off)", lo=0),

@@ -450,3 +450,19 @@ def test_an_ensembles_prediction_averages_its_members_probabilities():
     want = torch.stack([m(x).softmax(1) for m in models]).mean(0).detach().numpy()
     np.testing.assert_allclose(table[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, rtol=1e-6)
     assert list(table["prediction"]) == [["a", "b", "c"][i] for i in want.argmax(1)]
+
+
+def test_predict_uses_a_searchs_selected_trial(tmp_path, one_thread):
+    from dlrecipe.predict import predict
+    from dlrecipe.search import search
+
+    from .conftest import small_recipe, write_table_csv
+
+    csv = write_table_csv(tmp_path / "table.csv", n=150)
+    r = small_recipe(**{"data.source": str(csv), "data.target": "label", "search.trials": 3,
+                        "search.coarse_epochs": 1, "search.fine_trials": 1, "search.fine_epochs": 3})
+    res = search(r, runs_dir=tmp_path / "runs", device="cpu")
+    test = pd.read_csv(res.run_dir / "test_predictions.csv")
+    assert (test["prediction"] == test["target"]).mean() == pytest.approx(res.summary["test_acc"])
+    pred = predict(res.run_dir, csv, output=tmp_path / "p.csv").table.set_index("row").loc[test["row"]]
+    assert (pred["prediction"].to_numpy() == test["prediction"].to_numpy()).all()

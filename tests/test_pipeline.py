@@ -231,8 +231,8 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     from dlrecipe.pipeline import resume_run
 
     ctrl_c_in_training(monkeypatch, 2)  # while the second trial trains
-    with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):
-        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path, passes=1)
+    with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):  # one trial at a time
+        run_recipe(small_recipe(**{**TINY_SEARCH, "search.population": 1}), device="cpu", runs_dir=tmp_path, passes=1)
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     search_dir = run / FOLDERS["search"]
