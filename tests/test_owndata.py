@@ -477,3 +477,12 @@ def test_search_on_a_model_whose_forward_fails_is_one_line_before_any_trial(tmp_
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "forward pass fails in layer '0' (Linear 10->8)" in res.output and "[8, 4]" in res.output
     assert not (tmp_path / "runs").exists()  # no trial ran, no folder left
+
+
+def test_an_id_column_read_as_a_category_is_named(tmp_path):
+    df = _messy_table()
+    df["name"] = [f"penguin {i}" for i in range(len(df))]  # one value per row
+    df.to_csv(tmp_path / "t.csv", index=False)
+    d = load_data(validate({"data.source": str(tmp_path / "t.csv"), "data.target": "label"}))
+    assert any(n.startswith("column 'name' has") and "data.drop = ['name']" in n for n in d.notes)
+    assert not any("'colour' has" in n for n in d.notes)
