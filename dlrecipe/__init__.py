@@ -1,11 +1,11 @@
 """dlrecipe: automate the step-by-step recipe for training neural networks (check, overfit, LR, search, curves).
 
 The stable Python surface is the names in `__all__`: `load_recipe`, one function per command (`sanity`, `lr_find`,
-`search`, `run`, `train`, `report`, `predict`, `validate`, in dlrecipe/api.py), the `Result` they return, `Recipe`,
+`search`, `run`, `train`, `pretrain`, `report`, `predict`, `validate`, in dlrecipe/api.py), the `Result` they return, `Recipe`,
 `EXIT_CODES` and the errors they raise. Everything else may change between versions. Names are loaded on first
 use, so that `import dlrecipe` (and `dlrecipe --help`) does not import torch.
 
-Six of the functions share their name with the module that implements the command (dlrecipe/train.py, ...):
+Seven of the functions share their name with the module that implements the command (dlrecipe/train.py, ...):
 `dlrecipe.train` is a `Command`, the API function when called and that module for any attribute, so both
 `dlrecipe.train(recipe)` and `from dlrecipe import train as T; T.train_in` keep working.
 """
@@ -23,10 +23,10 @@ _NAMES = {
     "Recipe": "recipe",
     "UserError": "errors", "RecipeError": "errors", "DataError": "errors",
 }
-_COMMANDS = ("sanity", "lr_find", "search", "train", "report", "predict")  # also module names
+_COMMANDS = ("sanity", "lr_find", "search", "train", "pretrain", "report", "predict")  # also module names
 
-__all__ = ["__version__", "load_recipe", "sanity", "lr_find", "search", "run", "train", "report", "predict", "validate",
-           "Result", "EXIT_CODES", "Recipe", "UserError", "RecipeError", "DataError"]
+__all__ = ["__version__", "load_recipe", "sanity", "lr_find", "search", "run", "train", "pretrain", "report", "predict",
+           "validate", "Result", "EXIT_CODES", "Recipe", "UserError", "RecipeError", "DataError"]
 
 
 class Command:

@@ -206,12 +206,18 @@ def train(recipe=None, *, model=None, data=None, task: str | None = None, overri
 def search(recipe=None, *, model=None, data=None, task: str | None = None, overrides=None, seed: int | None = None,
            device: str = "auto", runs_dir: str | Path = "runs", jobs: int = 1, prune: str = "none", seeds: int = 1,
            ensemble: int = 1, storage: str | None = None, study: str | None = None,
-           from_lr_find: str | Path | None = None, resume: str | Path | None = None, progress: bool = False,
-           **recipe_keys) -> Result:
+           from_lr_find: str | Path | None = None, resume: str | Path | None = None, worker: bool = False,
+           progress: bool = False, **recipe_keys) -> Result:
     """`dlrecipe search`: coarse then fine trials, the selected model tested once. model= may be a zero-argument
     callable (a fresh model per trial) or an nn.Module (every trial starts from a copy of its weights)."""
     from . import search as S
 
+    if worker:  # join the study `study` in `storage` and run trials until none is left
+        if not (storage and study):
+            raise UserError("worker=True needs storage= (a URL) and study= (the search to join)")
+        r = None if recipe is None else _resolve(recipe, overrides=overrides, seed=seed, keys=recipe_keys)
+        run_dir, n = S.join(r, storage=storage, study=study, device=device, runs_dir=runs_dir, quiet=not progress)
+        return Result("search", "completed", run_dir, {"command": "search", "study": study, "trials_run": n})
     if resume is not None:
         r = None if recipe is None and model is None and data is None else _resolve(
             recipe, model=model, data=data, task=task, overrides=overrides, seed=seed, keys=recipe_keys, jobs=jobs)
@@ -226,9 +232,11 @@ def search(recipe=None, *, model=None, data=None, task: str | None = None, overr
 
 def run(recipe=None, *, model=None, data=None, task: str | None = None, overrides=None, seed: int | None = None,
         device: str = "auto", runs_dir: str | Path = "runs", budget: float | None = None, force: bool = False,
-        jobs: int = 1, resume: str | Path | None = None, progress: bool = False, **recipe_keys) -> Result:
-    """`dlrecipe run`: sanity, lr-find, search and report in one parent folder."""
-    from .pipeline import resume_run, run_recipe
+        jobs: int = 1, passes: int | None = None, resume: str | Path | None = None, progress: bool = False,
+        **recipe_keys) -> Result:
+    """`dlrecipe run`: sanity, lr-find, search passes (at most `passes`, default 3) and report in one parent
+    folder."""
+    from .pipeline import DEFAULT_PASSES, resume_run, run_recipe
 
     if resume is not None:
         res = resume_run(resume, device=device, jobs=jobs, say=_say(progress), quiet=not progress)
@@ -236,8 +244,17 @@ def run(recipe=None, *, model=None, data=None, task: str | None = None, override
         r = _resolve(recipe, model=model, data=data, task=task, overrides=overrides, seed=seed, keys=recipe_keys,
                      jobs=jobs)
         res = run_recipe(r, device=device, runs_dir=runs_dir, budget_minutes=budget, force=force, jobs=jobs,
-                         say=_say(progress), quiet=not progress)
+                         say=_say(progress), quiet=not progress, passes=DEFAULT_PASSES if passes is None else passes)
     return result_of("run", res)
+
+
+def pretrain(recipe=None, *, overrides=None, seed: int | None = None, device: str = "auto",
+             runs_dir: str | Path = "runs", progress: bool = False, **recipe_keys) -> Result:
+    """`dlrecipe pretrain`: greedy layer-wise autoencoder pre-training of the recipe's MLP ([pretrain] table)."""
+    from .pretrain import pretrain as run_pretrain
+
+    r = _resolve(recipe, overrides=overrides, seed=seed, keys=recipe_keys)
+    return result_of("pretrain", run_pretrain(r, device=device, runs_dir=runs_dir, say=_say(progress)))
 
 
 def report(run_dir: str | Path) -> Result:

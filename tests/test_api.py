@@ -157,3 +157,23 @@ def test_search_takes_a_model_callable_and_an_in_memory_run_is_not_found_elsewhe
     other = subprocess.run([sys.executable, "-m", "dlrecipe", "validate", str(tmp_path / run_dir / "recipe.toml")],
                            capture_output=True, text=True, cwd=tmp_path, check=False)
     assert other.returncode == 2 and "another Python process" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_every_command_that_runs_something_is_a_function_with_the_cli_options():
+    """A new CLI option must reach the Python API too (the names are the same)."""
+    import inspect
+
+    import dlrecipe
+    import dlrecipe.api as A
+    from dlrecipe.cli import app
+    from dlrecipe.contract import COMMANDS
+
+    display_only = {"debug", "json_out", "quiet", "sets", "recipe", "run_dir", "input_path", "tensorboard"}
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__
+        if name not in COMMANDS:
+            continue
+        fn = getattr(A, name.replace("-", "_"))
+        missing = set(inspect.signature(info.callback).parameters) - display_only - set(inspect.signature(fn).parameters)
+        assert not missing, (name, missing)
+        assert name.replace("-", "_") in dlrecipe.__all__
