@@ -78,6 +78,7 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
     stdout = sys.stdout
     text = None
     started: list[Path] = []  # the run folder an error or Ctrl-C left behind, for the --json object
+    _PENDING.clear()
     try:
         with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
             code = body()
@@ -116,6 +117,8 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
     if isinstance(code, Result):
         _emit(stdout, code.to_dict())
         code = code.exit_code
+    for message in _PENDING:  # after the result, and never beside a one-line error
+        err.print(f"[yellow]warning:[/] {plain(message)}", highlight=False, soft_wrap=True)
     if code:
         raise typer.Exit(code)
 
@@ -156,8 +159,11 @@ def _load(recipe: Path, sets: list[str] | None, seed: int | None, tensorboard: b
     r = load(recipe, overrides)
     from .threads import configure  # CPU threads that fit the model, and a warning on a busy machine (issue 15)
 
-    configure(r, say=lambda m: err.print(f"[yellow]warning:[/] {plain(m)}", highlight=False))
+    configure(r, say=_PENDING.append)  # said when the command has run: an error stays one line
     return r
+
+
+_PENDING: list[str] = []  # warnings said after the command's result (the busy-machine one)
 
 
 @app.command()
