@@ -46,7 +46,7 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
         runs.mark_unfinished_failed(e)
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {plain(' '.join(str(e).split()))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as e:
         runs.mark_unfinished_failed(e)
@@ -478,7 +478,12 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     from .runs import list_runs
 
     rows = []
-    _guard(False, lambda: rows.extend(list_runs(runs_dir)[:limit]))
+
+    def body():
+        if limit < 1:
+            raise UserError(f"--limit {limit} is not allowed: at least 1 (the newest N runs)")
+        rows.extend(list_runs(runs_dir)[:limit])
+    _guard(False, body)
     if not rows:
         console.print(f"no runs under {plain(runs_dir)}", soft_wrap=True)
         return

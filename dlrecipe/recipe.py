@@ -313,7 +313,7 @@ def validate(flat: dict[str, Any], *, path: Path | None = None) -> Recipe:
                 extra[key[6:]] = value
                 continue
             section = key.split(".")[0]
-            if "." in key and section not in SECTIONS:
+            if ("." in key or isinstance(value, dict)) and section not in SECTIONS:
                 raise RecipeError(f"unknown table [{section}] (key {key}){_suggest(section, SECTIONS)} "
                                   f"Allowed tables: {', '.join(SECTIONS)}")
             raise RecipeError(f"unknown key {key}{_suggest(key, list(SCHEMA))} "

@@ -256,10 +256,22 @@ def _check_run_folder(run_dir: Path) -> None:
 def read_metrics(path: Path) -> pd.DataFrame:
     """A metrics.csv, or a one-line error naming it when it cannot be read."""
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot read it as CSV ({reason}); restore or delete that file") from None
+    return df
+
+
+def read_curve(path: Path) -> pd.DataFrame:
+    """A metrics.csv with the columns a curve needs, or a one-line error (a foreign or hand-edited file is refused
+    here rather than a KeyError deep in the diagnosis)."""
+    df = read_metrics(path)
+    missing = [c for c in ("train_loss", "val_loss") if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: no {' or '.join(missing)} column (it has {', '.join(map(str, df.columns))}); "
+                        f"expected a dlrecipe metrics.csv")
+    return df
 
 
 def _read_summary(path: Path) -> dict:
@@ -277,8 +289,8 @@ def build_report(run_dir: str | Path) -> Report:
     if not main_files and not trial_files and not (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir}: nothing to report yet: no metrics.csv or summary.json (the run was stopped "
                         f"before its first epoch, or is still starting)")
-    curves = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in main_files]
-    trials = [Curve(_label(run_dir, p), p, read_metrics(p)) for p in trial_files]
+    curves = [Curve(_label(run_dir, p), p, read_curve(p)) for p in main_files]
+    trials = [Curve(_label(run_dir, p), p, read_curve(p)) for p in trial_files]
     for c in curves:
         c.findings = _diagnose_curve(run_dir, c.path, c.metrics)
     if trials and not curves:  # a search (or a run's search step): diagnose the selected trial
@@ -397,15 +409,22 @@ def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[
     """One table (summary of each run) and one plot (every run's validation curves) in a new folder."""
     rows, curves = [], []
     for d in map(Path, run_dirs):
-        if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
-            raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
-        s = _read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
-        curve = d / "metrics.csv"
-        if not curve.is_file():  # a search or run: the selected trial's curve
-            selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
-            curve = selected[0] if selected else None
-        if curve is not None:  # a train run's curve, or the selected trial of a search or run
-            curves.append(Curve(d.name, curve, read_metrics(curve)))
+        if not d.is_dir():
+            raise UserError(f"{d}: no such run folder (dlrecipe runs lists them)")
+        try:  # a corrupted or foreign folder is a row marked unreadable, never the end of the comparison
+            if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
+                raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
+            s = _read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
+            if not isinstance(s, dict):
+                raise UserError(f"{d / 'summary.json'}: not a JSON object")
+            curve = d / "metrics.csv"
+            if not curve.is_file():  # a search or run: the selected trial's curve
+                selected = sorted(p / "metrics.csv" for p in _selected_trials(d) if (p / "metrics.csv").is_file())
+                curve = selected[0] if selected else None
+            if curve is not None:  # a train run's curve, or the selected trial of a search or run
+                curves.append(Curve(d.name, curve, read_curve(curve)))
+        except UserError as e:
+            s, curve = {"status": "unreadable", "reason": str(e)}, None
         rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"),
                      "status": status_shown(s),  # as `dlrecipe runs` says
                      "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),

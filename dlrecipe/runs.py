@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -79,14 +78,27 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically and synced (a reader or a crash never sees half a file; a full disk is one line)."""
+    from .atomic import replace
+
+    text = json.dumps(_clean(obj), indent=2, default=str) + "\n"
+    replace(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_json_or_refuse(path: Path) -> dict:
+    """A JSON object a command needs (summary.json, search.json), or a one-line UserError naming the file."""
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as e:  # truncated, binary, a folder: UnicodeDecodeError is a ValueError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise UserError(f"{path}: cannot read it as JSON ({reason}); restore or delete that file") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: holds a JSON {type(obj).__name__}, expected an object; restore or delete that file")
+    return obj
 
 
 def _git_commit() -> str | None:

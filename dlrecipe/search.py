@@ -29,10 +29,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .atomic import replace as replace_file
 from .display import err, fmt
 from .errors import Interrupted, RecipeError, UserError
 from .recipe import SCHEMA, Recipe, _suggest, validate
-from .runs import read_json, resolve_device, start_run, write_json
+from .runs import read_json, read_json_or_refuse, resolve_device, start_run, write_json
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 PRUNERS = ("none", "median", "successive-halving")
@@ -262,7 +263,13 @@ def open_storage(url: str):
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        if Path(url).is_dir():
+            raise UserError(f"--storage {url!r} is a folder: expected a journal file (created when missing) or a "
+                            f"database URL (postgresql://, mysql://, sqlite:///)")
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--storage {url!r}: cannot create its folder ({e.strerror or e})") from None
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     given, url = url, _postgres_driver(url)
     # optuna 5 renamed failed_trial_callback; both are called for trials whose heartbeat went silent
@@ -766,9 +773,8 @@ def trial_rows(trials: list, space: dict[str, Dist], task: str) -> list[dict]:
 def _write_trials_csv(run_dir: Path, rows: list[dict]) -> None:
     import pandas as pd
 
-    tmp = run_dir / "trials.csv.tmp"
-    pd.DataFrame(rows).drop(columns=["retried"], errors="ignore").to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "trials.csv")
+    table = pd.DataFrame(rows).drop(columns=["retried"], errors="ignore")
+    replace_file(run_dir / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))  # atomic, synced
 
 
 def check_options(jobs: int, prune: str, seeds: int, ensemble: int) -> None:
@@ -857,12 +863,13 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
         raise UserError(f"--resume {str(run_dir)!r}: no such folder")
     if not (run_dir / "search.json").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe search run folder (no search.json)")
-    status = read_json(run_dir / "summary.json").get("status") if (run_dir / "summary.json").is_file() else None
+    status = (read_json_or_refuse(run_dir / "summary.json").get("status") if (run_dir / "summary.json").is_file()
+              else None)
     if status not in (None, "interrupted"):  # None: killed before it could write its summary
         raise UserError(f"--resume {str(run_dir)!r}: this search is {status} already, nothing to resume "
                         f"(dlrecipe report {run_dir} reads it again)")
     check_options(jobs, "none", 1, 1)
-    saved = read_json(run_dir / "search.json")
+    saved = read_json_or_refuse(run_dir / "search.json")
     saved["storage"] = _saved_storage(run_dir, saved["storage"])
     r, differ = _study_recipe(saved, recipe)
     if differ:
@@ -1107,7 +1114,7 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
     data = load_data(recipe, w.device)  # now with the test split, used only below
     sel = best[0]
     model, sel_recipe, folder = _snapshot(w, sel, data)
-    shutil.copyfile(folder / "model.pt", run_dir / "model.pt")
+    replace_file(run_dir / "model.pt", lambda tmp: shutil.copyfile(folder / "model.pt", tmp))  # atomic, synced
     test = _test(model, sel_recipe, data)
     params = w.params_of(sel)
     summary.update({
