@@ -4,6 +4,7 @@ Heavy imports (torch, pandas, matplotlib) live inside the command bodies so that
 """
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress outpu
 DebugOpt = Annotated[bool, typer.Option(help="show full tracebacks")]
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}  # a full disk, a quota, read-only, I/O
+
+
 def _guard(debug: bool, body: Callable[[], int | None]) -> None:
     """Run a command body: a UserError, or an exception raised in the user's own code (a model factory, a forward
     pass), becomes one line on stderr and exit code 2 (traceback with --debug); a run folder it left running is
@@ -53,6 +57,10 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
         from .sanity.preflight import exception_words, user_frame
 
         where = user_frame(e)
+        if not debug and isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the machine's state, not a bug
+            err.print(f"[bold red]error:[/] cannot write {plain(e.filename or 'a file')}: {plain(e.strerror)}; "
+                      f"the files written before are intact", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         if debug or not where:  # not from the user's code: dlrecipe's own bug, keep the traceback
             raise
         err.print(f"[bold red]error:[/] your code raised {plain(exception_words(e))} (at {plain(where)}); run with "
@@ -402,6 +410,12 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
             console.print(table)
         for note in data.notes:
             console.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
+        from .usercode import code_it_runs
+
+        code = code_it_runs(r)  # a recipe is data; these keys name Python code that runs with your rights
+        if code:
+            console.print(f"[yellow]note:[/] this recipe imports and runs {plain(', '.join(code))}",
+                          highlight=False, soft_wrap=True)
         console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {plain(r['data.source'])}, "
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "

@@ -276,9 +276,12 @@ def read_curve(path: Path) -> pd.DataFrame:
 
 def _read_summary(path: Path) -> dict:
     try:
-        return read_json(path)
+        summary = read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise UserError(f"{path}: cannot read it as JSON ({e}); restore or delete that file") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: holds a JSON {type(summary).__name__}, expected an object; restore or delete it")
+    return summary
 
 
 def build_report(run_dir: str | Path) -> Report:
