@@ -838,6 +838,8 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
             "space": {k: d.describe() for k, d in space.items()}, "prune": prune,
             "trials": recipe["search.trials"], "fine_trials": recipe["search.fine_trials"]}
     write_json(run_dir / "search.json", {**settings, **meta})  # what --resume needs, written first
+    if _redact(where) != where:  # the one file that keeps a storage password (--resume reconnects): owner only
+        os.chmod(run_dir / "search.json", 0o600)
     st = st or open_storage(settings["storage"])
     _queue_slots(st, settings["study"], meta, _direction(recipe), resume=False)
     if budget_s is not None:

@@ -399,3 +399,19 @@ def test_a_storage_password_never_reaches_env_json_or_the_output(tmp_path, monke
     res = _cli("search", recipe, "--storage", url, "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 2 and "s3cret" not in res.output and "alice:***@" in res.output
     assert not any("s3cret" in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_html_output_escapes_everything_from_a_recipe_or_a_csv(tmp_path):
+    attack = "<script>alert(1)</script>"
+    run = tmp_path / "20260101-000000-x-train"
+    run.mkdir()
+    (run / "recipe.toml").write_text(f'name = "{attack}"\n[data]\nsource = "<img src=x onerror=alert(2)>.csv"\n')
+    (run / "summary.json").write_text(json.dumps({"name": attack, "status": "completed", "reason": "<b>bold</b>",
+                                                  "data_notes": ["<iframe src=evil>"]}))
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}).to_csv(run / "metrics.csv")
+    pd.DataFrame({"check": [attack], "status": ["<img src=y onerror=alert(3)>"]}).to_csv(run / "sanity.csv")
+    assert _cli("report", run).exit_code == 0
+    page = (run / "report.html").read_text()
+    for raw in ("<script>", "<img src=x", "<img src=y", "<b>bold", "<iframe"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
