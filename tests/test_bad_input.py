@@ -182,7 +182,7 @@ CASES = {
     "source_missing_file": lambda t: ([R, data_recipe(t, t / "nope.csv")], ["nope.csv"]),
     # ---- csv and parquet tables
     "csv_empty": lambda t: ([R, data_recipe(t, _csv(t, ""))], ["t.csv"]),
-    "csv_binary": lambda t: ([R, data_recipe(t, _csv(t, bytes(range(256)) * 4))], ["t.csv"]),
+    "csv_binary": lambda t: ([R, data_recipe(t, _csv(t, bytes(range(256)) * 4))], ["t.csv", "not a text file"]),
     "csv_header_only": lambda t: ([R, data_recipe(t, _csv(t, "a,b,target\n"))], ["t.csv"]),
     "csv_no_target": lambda t: ([R, data_recipe(t, write_table_csv(t / "t.csv"))], ["target"]),
     "csv_ragged": lambda t: ([R, data_recipe(t, _csv(t, "a,b,target\n1,2,x\n3,4,y,5,6\n" * 20))], ["t.csv"]),
@@ -265,7 +265,7 @@ CASES = {
                                         ["out"]),
     # ---- storages for search --storage
     "storage_misspelt": lambda t: (["search", recipe(t), "--storage", "postgresq://u:pw@localhost/db",
-                                    "--runs-dir", t / "runs"], ["--storage"]),
+                                    "--runs-dir", t / "runs"], ["did you mean 'postgresql'", "Allowed"]),
     "storage_unreachable": lambda t: (["search", recipe(t), "--storage", "postgresql://u:pw@127.0.0.1:1/db",
                                        "--runs-dir", t / "runs"], ["--storage"]),
     "storage_sqlite_dir": lambda t: (["search", recipe(t), "--storage", f"sqlite:///{t}/nodir/x.db",
