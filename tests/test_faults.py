@@ -113,8 +113,8 @@ def test_train_killed_at_random_epochs_keeps_every_finished_epoch(tmp_path, one_
     for k in points:
         runs = tmp_path / f"runs{k}"
         proc = start("train", recipe, "--runs-dir", runs, "-q")
-        killed = kill_when(proc, lambda: csv_rows(next(iter(runs.glob("*/metrics.csv")), runs / "x")) >= k
-                           and (k > 0 or any(runs.glob("*/env.json"))))
+        killed = kill_when(proc, lambda runs=runs, k=k: csv_rows(next(iter(runs.glob("*/metrics.csv")), runs / "x"))
+                           >= k and (k > 0 or any(runs.glob("*/env.json"))))
         assert killed, proc.stderr.read()
         (run,) = runs.iterdir()
         assert_readable(run)
@@ -141,7 +141,7 @@ def test_sanity_and_lr_find_killed_at_random_points_leave_readable_folders(tmp_p
         proc = start(command, recipe, "--runs-dir", runs, "-q", *extra)
         seen = {"n": 0}
 
-        def ready():  # the run folder exists, then `polls` more polls (0.02 s each) into the command's work
+        def ready(runs=runs, seen=seen, polls=polls):  # the run folder exists, then `polls` more polls (0.02 s each) into the command's work
             if any(runs.glob("*/env.json")):
                 seen["n"] += 1
             return seen["n"] > polls
