@@ -19,9 +19,13 @@ AUGMENTATIONS = {
     "jitter": "random brightness shift and contrast scale per sample (lecture 003: colour jitter)",
     "cutout": "zero a random square patch in each image (lecture 003: cutout)",
     "mixup": "blend pairs of samples and their labels with lam ~ Beta(alpha, alpha) (lecture 003: mixup)",
+    "resized_crop": "crop a random square covering data.scale = [min, max] of the area (default 0.22-0.77), resize "
+                    "it back to the full size (lecture 003: random crops and scales)",
+    "pca_colour": "add an offset along the training split's RGB principal components, alpha_i ~ N(0, data.pca_std) "
+                  "times each eigenvalue (AlexNet lighting noise; lecture 003: PCA colour offset)",
 }
 
-ORDER = ["hflip", "crop", "jitter", "cutout", "mixup"]  # the order `apply` uses
+ORDER = ["hflip", "resized_crop", "crop", "jitter", "pca_colour", "cutout", "mixup"]  # the order `apply` uses
 
 
 def _check_images(x: torch.Tensor, name: str) -> None:
@@ -97,10 +101,49 @@ def mixup(
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
+def resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float, float] = (0.22, 0.77)) -> torch.Tensor:
+    """Per sample: a square window covering s ~ U(scale) of the image area at a random position, resized back to
+    H x W with bilinear interpolation (one affine grid for the whole batch)."""
+    _check_images(x, "resized_crop")
+    b = x.shape[0]
+    side = _uniform(g, b, scale[0], scale[1], x.device).sqrt()  # window side / image side
+    # affine_grid maps output coordinates in [-1, 1] to input ones: scale by `side`, shift within what stays inside
+    shift = (1 - side)[:, None] * (2 * torch.rand(b, 2, generator=g, device=x.device) - 1)  # (B, 2) x, y
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = side.to(x.dtype)
+    theta[:, :, 2] = shift.to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def fit_pca_colour(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvalues (3,), eigenvectors (3, 3) as columns) of the 3x3 covariance of every RGB pixel of the training
+    split (AlexNet, Krizhevsky et al. 2012)."""
+    if not isinstance(x_train, torch.Tensor):
+        raise RecipeError("augmentation 'pca_colour' needs the training images in memory (data.in_memory = true)")
+    if x_train.dim() != 4 or x_train.shape[1] != 3:
+        raise RecipeError(f"augmentation 'pca_colour' needs RGB images (B, 3, H, W); the training data has shape "
+                          f"{list(x_train.shape)}")
+    pixels = x_train.permute(1, 0, 2, 3).reshape(3, -1).double()  # (3, N*H*W)
+    eigvals, eigvecs = torch.linalg.eigh(torch.cov(pixels))
+    return eigvals.clamp_min(0).to(x_train.dtype), eigvecs.to(x_train.dtype)
+
+
+def pca_colour(x: torch.Tensor, g: torch.Generator, pca: tuple[torch.Tensor, torch.Tensor],
+               std: float = 0.1) -> torch.Tensor:
+    """Add to every pixel of image i the offset sum_j p_j * alpha_ij * lambda_j, alpha_ij ~ N(0, std) drawn once per
+    image, p_j / lambda_j the RGB principal directions / eigenvalues of the training split."""
+    eigvals, eigvecs = (t.to(x.device, x.dtype) for t in pca)
+    alpha = torch.randn(x.shape[0], 3, generator=g, device=x.device, dtype=x.dtype) * std  # (B, 3)
+    offset = (alpha * eigvals) @ eigvecs.T  # (B, 3): each row is eigvecs @ (alpha_i * eigvals)
+    return x + offset[:, :, None, None]
+
+
 def config(data: dict) -> dict:
     """The keyword arguments of `apply` from a recipe's [data] table (recipe.section("data"))."""
     return {"padding": data["crop_padding"], "strength": data["jitter"], "cutout_size": data["cutout_size"],
-            "mixup_alpha": data["mixup_alpha"]}
+            "mixup_alpha": data["mixup_alpha"], "scale": tuple(data.get("scale", (0.22, 0.77))),
+            "pca_std": data.get("pca_std", 0.1)}
 
 
 def apply(
@@ -113,8 +156,12 @@ def apply(
     strength: float = 0.2,
     cutout_size: int = 8,
     mixup_alpha: float = 0.2,
+    scale: tuple[float, float] = (0.22, 0.77),
+    pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pca_std: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
-    """Apply the named augmentations in the fixed order hflip, crop, jitter, cutout, mixup.
+    """Apply the named augmentations in the fixed order of ORDER (hflip, resized_crop, crop, jitter, pca_colour,
+    cutout, mixup); pca_colour needs `pca` = fit_pca_colour(training images).
 
     Returns (x, y_a, y_b, lam); the loss is lam*loss(y_a) + (1-lam)*loss(y_b), and without mixup
     y_a = y, y_b = None, lam = 1.0.
@@ -127,10 +174,16 @@ def apply(
     chosen = set(names)
     if "hflip" in chosen:
         x = hflip(x, g)
+    if "resized_crop" in chosen:
+        x = resized_crop(x, g, scale)
     if "crop" in chosen:
         x = random_crop(x, g, padding)
     if "jitter" in chosen:
         x = jitter(x, g, strength)
+    if "pca_colour" in chosen:
+        if pca is None:
+            raise RecipeError("augmentation 'pca_colour' needs the training split's colour PCA (fit_pca_colour)")
+        x = pca_colour(x, g, pca, pca_std)
     if "cutout" in chosen:
         x = cutout(x, g, cutout_size)
     if "mixup" in chosen:

@@ -81,7 +81,11 @@ def _load(recipe: Path, sets: list[str] | None, seed: int | None):
     overrides = list(sets or [])
     if seed is not None:
         overrides.append(f"seed={seed}")
-    return load(recipe, overrides)
+    r = load(recipe, overrides)
+    from .threads import configure  # CPU threads that fit the model, and a warning on a busy machine (issue 15)
+
+    configure(r, say=lambda m: err.print(f"[yellow]warning:[/] {plain(m)}", highlight=False))
+    return r
 
 
 @app.command()
@@ -112,14 +116,51 @@ def train(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", se
         if "test_rmse" in s:  # regression: the error in the target's own units beside the standardised loss
             del cols["best val acc"], cols["test acc"]
             cols.update({"test RMSE": "test_rmse", "test MAE": "test_mae", "test R²": "test_r2"})
+        if "test_averaging" in s:  # [test] mc_dropout / tta: the averaged metrics beside the plain ones
+            cols[f"test acc ({s['test_averaging']})" if "test_acc_averaged" in s else
+                 f"test loss ({s['test_averaging']})"] = "test_acc_averaged" if "test_acc_averaged" in s \
+                else "test_loss_averaged"
         for col in cols:
             table.add_column(col, justify="right")
         table.add_row(*(fmt(s.get(k)) for k in cols.values()))
         console.print(table)
         for note in s.get("data_notes", []):
             err.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
+        for warning in s.get("hidden_unit_warnings", []):
+            err.print(f"warning: {plain(warning)}", highlight=False, soft_wrap=True)
+        if "pretrained" in s or "fine_tuning" in s:  # transfer learning: what was loaded, frozen, unfrozen
+            p, ft = s.get("pretrained", {}), s.get("fine_tuning", {})
+            parts = [f"model.pretrained: {p['loaded']} layers loaded, {p['new']} new, {p['ignored']} ignored"] if p \
+                else []
+            parts += [f"layer {e['layer']} unfrozen at epoch {e['epoch']}" for e in ft.get("unfrozen", [])]
+            if ft.get("frozen_at_end"):
+                parts.append(f"frozen to the end: modules {', '.join(ft['frozen_at_end'])}")
+            console.print(plain("; ".join(parts)) + " (layers.csv)", highlight=False, soft_wrap=True)
         console.print(f"{plain(s['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False, soft_wrap=True)
         return 130 if s["status"] == "interrupted" else 0
+    _guard(debug, body)
+
+
+@app.command()
+def pretrain(recipe: RecipeArg, sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
+             runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Greedy layer-wise autoencoder pre-training of the recipe's MLP (lecture 002), [pretrain] table.
+
+    Each hidden layer is trained in turn as a tied-weight autoencoder of the previous layer's codes. Writes
+    runs/<time>-<name>-pretrain/: pretrain.csv (reconstruction loss per layer and epoch), pretrain.png,
+    pretrain.pt (the hidden layers' weights: name the folder in model.pretrained to fine-tune from it).
+    `train` and `run` pre-train by themselves when pretrain.epochs > 0.
+
+    Example: dlrecipe pretrain recipes/digits_pretrain.toml
+    """
+    def body():
+        from .pretrain import pretrain as run_pretrain
+
+        r = _load(recipe, sets, seed)
+        say = None if quiet else (lambda m: console.print(plain(m), highlight=False, soft_wrap=True))
+        result = run_pretrain(r, device=device, runs_dir=runs_dir, say=say)
+        console.print(f"{plain(result.summary['reason'])}\nrun folder: {plain(result.run_dir)}", highlight=False,
+                      soft_wrap=True)
     _guard(debug, body)
 
 
@@ -393,6 +434,9 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         space = parse_space(r) if r["search.space"] else {}  # the same checks `dlrecipe search` makes at start
         data = load_data(r, "cpu")  # a missing file, column or target fails here, not an hour into a run
         model = build_model(r, data)  # one forward pass and loss on a real batch: shapes checked here
+        from .transfer import FineTuning
+
+        FineTuning.from_train(model, r.section("train"))  # train.freeze names layers the model has
         params = count_parameters(model)
         searched = f", searches {', '.join(space)}" if space else ""
         shape = "x".join(map(str, data.x_train.shape[1:]))
@@ -426,6 +470,10 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False) ->
         if loose:  # not counted above and never trained: `dlrecipe sanity` fails its unregistered check
             err.print(f"[yellow]warning:[/] not registered with the module, so not trained: {plain(', '.join(loose))}; "
                       f"use nn.ModuleList / nn.ModuleDict / nn.Parameter", highlight=False, soft_wrap=True)
+        if hasattr(model, "pretrained_report"):  # model.pretrained: what the load did, per layer
+            loads = ", ".join(f"{row['name']} {row['status']}" + (f" ({row['detail']})" if row["status"] == "new" else "")
+                              for row in model.pretrained_report)
+            console.print(f"model.pretrained: {plain(loads)}", highlight=False, soft_wrap=True)
     _guard(debug, body)
 
 
@@ -516,19 +564,24 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
 RUN_HELP = (
     "The whole recipe, each step feeding the next: [bold]sanity[/] (stop on a failed check), [bold]lr-find[/] "
     "(recommended LR and range), [bold]search[/] (coarse random trials, then refined longer ones, LR from "
-    "lr-find's range; the selected model tested once on the test split), [bold]report[/] (curves, diagnosis, "
-    "every step's tables and figures).\n\n"
-    "Writes runs/<time>-<name>-run/ with 1-sanity/, 2-lr-find/, 3-search/ (each as its own command writes it), "
-    "steps.csv (one row per step), summary.json, report.md and report.html.\n\n"
-    "--budget MINUTES sizes the search from lr-find's measured seconds per update: trial counts and epochs are "
-    "scaled by the same factor (each by its square root; at least 4 coarse trials of 1 epoch and 1 fine trial "
-    "of 3 epochs) so that the planned epochs fit; a larger budget adds trials (up to 4x), never epochs. The plan "
-    "is in summary.json. Without --budget the recipe's \\[search] settings are used as written.\n\n"
+    "lr-find's range), then back to the search (step 7) with the change the selected trial's diagnosis calls "
+    "for (overfitting: more regularisation, mixup; underfitting or LR too low: less, a higher LR range, longer; "
+    "train longer: more fine epochs; LR too high or noisy validation: a lower LR range, a larger batch), pass "
+    "after pass, until no actionable alarm remains, a pass does not improve validation, the budget is spent or "
+    "--passes N are done; then the best model on validation (an ensemble of the best few when it is better) is "
+    "tested once on the test split, and the [bold]report[/].\n\n"
+    "Writes runs/<time>-<name>-run/ with 1-sanity/, 2-lr-find/, 3-search/ (and 3-search-pass2/, ...; each as its "
+    "own command writes it), 4-seeds/ (with --budget), steps.csv (one row per step and pass), summary.json, "
+    "report.md and report.html.\n\n"
+    "--budget MINUTES plans each pass from the time left (half of it while more passes may follow), from "
+    "lr-find's measured seconds per update and then the previous pass's trials: trial counts and epochs shrink "
+    "to fit, or the trial counts grow (up to 25x); what the passes leave trains the selected configuration from "
+    "more seeds. Without --budget each pass uses the recipe's \\[search] settings.\n\n"
     "Exit code 0: completed; 1: stopped by a failed sanity check (without --force) or the search found no "
     "model; 2: usage or recipe error; 130: interrupted (Ctrl-C: the step it was in is marked interrupted in "
-    "steps.csv). --resume RUN continues an interrupted or killed run: finished steps are kept, an interrupted "
-    "search keeps its finished trials, an unfinished sanity or lr-find runs again.\n\n"
-    "Examples: dlrecipe run recipes/mnist1d_mlp.toml --budget 10\n"
+    "steps.csv). --resume RUN continues an interrupted or killed run: finished steps and passes are kept, an "
+    "interrupted search keeps its finished trials, an unfinished sanity or lr-find runs again.\n\n"
+    "Examples: dlrecipe run recipes/mnist1d_mlp.toml --budget 8\n"
     "          dlrecipe run --resume runs/<time>-mnist1d_mlp-run"
 )
 
@@ -546,6 +599,9 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
                                                    "N")] = 1,
             resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
                                                              "folder: finished steps and trials are kept")] = None,
+            passes: Annotated[int, typer.Option(min=1, help="search passes at most: after each, go back to the "
+                                                "search with the change its diagnosis calls for (1: one search)")]
+            = 3,
             ) -> None:
     def body():
         from rich import box
@@ -564,7 +620,7 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
             raise UserError("run needs a RECIPE file, or --resume RUN to continue an interrupted run")
         else:
             res = run_recipe(_load(recipe, sets, seed), device=device, runs_dir=runs_dir, budget_minutes=budget,
-                             force=force, jobs=jobs, say=say, quiet=quiet)
+                             force=force, jobs=jobs, say=say, quiet=quiet, passes=passes)
         minutes = res.summary.get("budget_minutes")
         table = Table(title=f"{res.summary['name']}: dlrecipe run", title_justify="left", box=box.SIMPLE_HEAD,
                       show_lines=False)

@@ -136,7 +136,8 @@ REGULARISERS: dict[str, Component] = {
                              "training (inverted scaling)", "003 004"),
     "early_stopping": Component("train.patience: stop after that many epochs without validation improvement, "
                                 "keep the best snapshot", "002 003"),
-    "augmentation": Component("data.augment: hflip, crop, jitter, cutout, mixup (training split only)", "001 003"),
+    "augmentation": Component("data.augment: hflip, crop, resized_crop, jitter, pca_colour, cutout, mixup "
+                                              "(training split only)", "001 003"),
 }
 
 OUTPUT_BIASES: dict[str, Component] = {
@@ -192,8 +193,8 @@ def build_optimizer(model: nn.Module, tr: dict) -> torch.optim.Optimizer:
 
 
 def weight_penalty(model: nn.Module, l1: float) -> torch.Tensor:
-    """l1 * sum |W| over weight matrices and kernels (not biases, not norm parameters)."""
-    return l1 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1)
+    """l1 * sum |W| over trained weight matrices and kernels (not biases, norm parameters or frozen layers)."""
+    return l1 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1 and p.requires_grad)  # frozen: no L1
 
 
 # ---------------------------------------------------------------------------------------------------------------

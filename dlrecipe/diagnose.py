@@ -140,3 +140,26 @@ def diagnose(metrics: pd.DataFrame, mixed_train: bool = False, bn_momentum: floa
 def moving_average(values, window: int) -> np.ndarray:
     """Centred moving average, same length (windows shrink at the ends): a trend line that does not lag."""
     return pd.Series(np.asarray(values, float)).rolling(window, center=True, min_periods=1).mean().to_numpy()
+
+
+# Step 7 of the recipe ("go back to step 5", lecture 003): what `dlrecipe run` changes for its next search pass when
+# a finding is its pass's diagnosis. The first code in this order that a pass's diagnosis holds decides the pass's
+# change (a curve that diverges is fixed before it is regularised); train_longer, when also present, adds its epochs.
+ACTION_ORDER = ("diverged", "lr_too_high", "overfitting", "underfitting", "lr_too_low", "train_longer", "noisy_val")
+ACTIONS = {  # code -> (action, what it changes in plain words)
+    "diverged": ("calm", "a lower LR range and a larger batch (lecture 002: divide the LR until it does not diverge)"),
+    "lr_too_high": ("calm", "a lower LR range and a larger batch (lecture 003: a bouncing loss: LR too high)"),
+    "overfitting": ("regularise", "more regularisation: weight decay up, dropout searched higher, mixup if it fits"),
+    "underfitting": ("free", "less regularisation, a higher LR range, longer training"),
+    "lr_too_low": ("free", "a higher LR range, less regularisation, longer training (lecture 002: LR too low)"),
+    "train_longer": ("longer", "more fine epochs"),
+    "noisy_val": ("calm", "a lower LR range and a larger batch"),
+}
+NOT_ACTED_ON = {"early_best": "early stopping already keeps the best snapshot",
+                "no_data": "no epoch finished: nothing to act on"}
+
+
+def primary_finding(findings: list[Finding]) -> Finding | None:
+    """The finding that decides the next pass's change (ACTION_ORDER), or None when none is actionable."""
+    codes = {f.code: f for f in findings}
+    return next((codes[c] for c in ACTION_ORDER if c in codes), None)

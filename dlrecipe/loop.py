@@ -17,6 +17,7 @@ from torch import nn
 from . import augment as A
 from . import components as C
 from .data.prepare import Data, epoch_batches, eval_batches
+from .transfer import FineTuning
 
 
 @dataclass
@@ -26,6 +27,7 @@ class FitResult:
     best_epoch: int | None = None
     best: dict = field(default_factory=dict)   # the best epoch's row
     reason: str = ""                    # why it ended, in words
+    fine_tuning: dict = field(default_factory=dict)  # train.freeze / unfreeze: what was frozen, when unfrozen
 
 
 def loss_function(task: str, tr: dict) -> nn.Module:
@@ -119,8 +121,12 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
     augment, aug_cfg = augment or [], aug_cfg or {}
     model.train()
     loss_fn = loss_function(task, tr)
+    # --- transfer learning: frozen layers (train.freeze) never reach the optimizer; train.unfreeze stages them in
+    tune = FineTuning.from_train(model, tr)
     optimizer = C.build_optimizer(model, tr)
     scheduler = C.SCHEDULES[tr["schedule"]].build(optimizer, tr)
+    if "pca_colour" in augment and "pca" not in aug_cfg:  # AlexNet lighting noise: PCA of the training split's RGB
+        aug_cfg = {**aug_cfg, "pca": A.fit_pca_colour(data.x_train)}
     halving = tr.get("lr_halving", 0) if tr["schedule"] == "plateau" else 0
     monitor = tr.get("monitor", "val_loss")
     if task == "regression":
@@ -139,6 +145,7 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
     try:
         for epoch in range(1, tr["epochs"] + 1):
             t0 = time.perf_counter()
+            tune.epoch_begin(epoch, optimizer, scheduler)  # transfer learning: unfreeze on schedule, frozen BN in eval
             lr = optimizer.param_groups[0]["lr"]
             loss_sum = torch.zeros((), device=device)
             preds: list[torch.Tensor] = []  # outputs kept per batch, scored once per epoch: fewer small ops per step
@@ -223,4 +230,4 @@ def fit(model: nn.Module, data: Data, tr: dict, *, seed: int = 0, augment: list[
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(history, status, best_epoch, best_row, reason)
+    return FitResult(history, status, best_epoch, best_row, reason, tune.summary())

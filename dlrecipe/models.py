@@ -31,6 +31,39 @@ class DropConnectLinear(nn.Linear):
         return F.linear(x, self.weight * mask / (1 - self.p), self.bias)
 
 
+class Residual(nn.Module):
+    """y = shortcut(x) + b * body(x): an identity skip (a projection where widths differ) around one block.
+
+    Stochastic depth (Huang et al. 2016, lecture 003): while training, the whole body is skipped for the batch with
+    probability 1 - survival (b ~ Bernoulli(survival)); at test it always runs, scaled by its survival probability
+    (b = survival), the expected value of the training-time output.
+    """
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module, survival: float = 1.0):
+        super().__init__()
+        self.body, self.shortcut, self.survival = body, shortcut, survival
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.shortcut(x)
+        if self.survival >= 1.0:
+            return skip + self.body(x)
+        if self.training:  # one draw per batch from the global generator (seeded by fit, like dropout)
+            return skip + self.body(x) if float(torch.rand(())) < self.survival else skip
+        return skip + self.survival * self.body(x)
+
+
+def survival_probabilities(n_blocks: int, p_drop: float) -> list[float]:
+    """Huang et al. 2016's linear decay: block l of L survives with p_l = 1 - (l / L) * p_drop (the last one with
+    1 - p_drop; the input, l = 0, always)."""
+    return [1.0 - (l / n_blocks) * p_drop for l in range(1, n_blocks + 1)]
+
+
+def _set_survival(model: nn.Module, p_drop: float) -> None:
+    blocks = [m for m in model.modules() if isinstance(m, Residual)]
+    for block, p in zip(blocks, survival_probabilities(len(blocks), p_drop)):
+        block.survival = p
+
+
 def _linear(n_in: int, n_out: int, cfg: dict, bias: bool = True) -> nn.Module:
     if cfg.get("dropconnect", 0.0) > 0:
         return DropConnectLinear(n_in, n_out, cfg["dropconnect"], bias=bias)
@@ -57,7 +90,10 @@ def _hidden_block(n_in: int, n_out: int, cfg: dict) -> list[nn.Module]:
 def _mlp_layers(n_in: int, hidden: list[int], cfg: dict) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += _hidden_block(n_in, h, cfg)
+        block = _hidden_block(n_in, h, cfg)
+        if cfg.get("residual"):  # model.residual: y = x + block(x), a bias-free projection where n_in != h
+            block = [Residual(nn.Sequential(*block), nn.Identity() if n_in == h else nn.Linear(n_in, h, bias=False))]
+        layers += block
         n_in = h
     return layers
 
@@ -66,7 +102,9 @@ def build_mlp(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.M
     n_in = math.prod(input_shape)
     layers = [nn.Flatten(), *_mlp_layers(n_in, cfg["hidden"], cfg)]
     layers.append(nn.Linear(cfg["hidden"][-1] if cfg["hidden"] else n_in, num_outputs))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    _set_survival(model, cfg.get("stochastic_depth", 0.0))
+    return model
 
 
 def build_cnn(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
@@ -80,26 +118,41 @@ def build_cnn(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.M
     dims = len(input_shape) - 1
     Conv = nn.Conv1d if dims == 1 else nn.Conv2d
     Norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    if cfg["pool"] == "fractional" and dims == 1:
+        raise RecipeError(f"model.pool = 'fractional' is for 2-D inputs (C, H, W) (nn.FractionalMaxPool2d); the data "
+                          f"has shape {list(input_shape)}: use model.pool = 'max' or 'avg' for 1-D signals")
     Pool = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d} if dims == 1 else {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+    if dims == 2:  # Graham 2014: pseudo-random 2x2 regions, each side shrunk by pool_ratio (not by a whole factor)
+        Pool["fractional"] = lambda size: nn.FractionalMaxPool2d(2, output_ratio=cfg.get("pool_ratio", 0.7071))
     k, batch_norm = cfg["kernel_size"], cfg["norm"] == "batch"
     layers: list[nn.Module] = []
     channels = input_shape[0]
     for out in cfg["conv"]:
-        layers.append(Conv(channels, out, k, padding=k // 2, bias=not batch_norm))
+        block = [Conv(channels, out, k, padding=k // 2, bias=not batch_norm)]
         if batch_norm:
-            layers.append(Norm(out, eps=cfg["bn_eps"], momentum=cfg["bn_momentum"]))
-        layers.append(C.ACTIVATIONS[cfg["activation"]].build(cfg))
+            block.append(Norm(out, eps=cfg["bn_eps"], momentum=cfg["bn_momentum"]))
+        block.append(C.ACTIVATIONS[cfg["activation"]].build(cfg))
+        if cfg.get("residual"):  # a 1x1 conv projection where the channel count changes
+            block = [Residual(nn.Sequential(*block), nn.Identity() if channels == out
+                              else Conv(channels, out, 1, bias=False))]
+        layers += block
         if cfg["pool"] != "none":
             layers.append(Pool[cfg["pool"]](cfg["pool_size"]))
         channels = out
-    with torch.no_grad():  # flattened size after the conv stack
-        n_flat = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).numel()
+    try:
+        with torch.no_grad():  # flattened size after the conv stack
+            n_flat = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).numel()
+    except RuntimeError as e:  # fractional pooling of a map too small for its 2x2 regions
+        raise RecipeError(f"model.conv = {cfg['conv']} with model.pool = {cfg['pool']!r} does not fit the input "
+                          f"{list(input_shape)} ({' '.join(str(e).split())[:160]}): use fewer conv blocks") from None
     if n_flat == 0:
         raise RecipeError(f"model.conv = {cfg['conv']} with pool_size {cfg['pool_size']} shrinks the input "
                           f"{list(input_shape)} to nothing: use fewer conv blocks or model.pool = 'none'")
     layers += [nn.Flatten(), *_mlp_layers(n_flat, cfg["hidden"], cfg)]
     layers.append(nn.Linear(cfg["hidden"][-1] if cfg["hidden"] else n_flat, num_outputs))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    _set_survival(model, cfg.get("stochastic_depth", 0.0))
+    return model
 
 
 def build_python(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> nn.Module:
@@ -129,7 +182,8 @@ def build_python(input_shape: tuple[int, ...], num_outputs: int, cfg: dict) -> n
 # schema keys a python factory does not receive (its own keys are the recipe's extra model.* keys)
 MODEL_KEYS_FOR_PYTHON = ("kind", "factory", "hidden", "activation", "slope", "elu_alpha", "maxout_k", "init",
                          "init_value", "norm", "bn_eps", "bn_momentum", "dropout", "dropconnect", "output_bias",
-                         "conv", "kernel_size", "pool", "pool_size")
+                         "conv", "kernel_size", "pool", "pool_size", "pool_ratio", "residual", "stochastic_depth",
+                         "pretrained", "pretrained_skip")
 
 MODEL_KINDS: dict[str, C.Component] = {
     "mlp": C.Component("fully connected: model.hidden sizes, then a linear output layer", "000 004", build_mlp),
@@ -187,6 +241,11 @@ def build_model(recipe, data, *, seed: int | None = None) -> nn.Module:
                               f"bias of size {prior.numel()}")
         with torch.no_grad():
             out.bias.copy_(prior.to(out.bias.dtype))
+    if cfg.get("pretrained"):  # transfer learning: matching layers from a run or a state dict, reported per layer
+        from .transfer import load_pretrained, resolve_pretrained
+
+        path = resolve_pretrained(cfg["pretrained"], recipe.path)
+        model.pretrained_report = load_pretrained(model, path, cfg.get("pretrained_skip", []))
     from .sanity.preflight import first_forward
 
     first_forward(model, data, recipe)  # shapes before anything runs: a mismatch is one line naming the layer

@@ -32,48 +32,63 @@ def save_model(run_dir: Path, model, data, recipe, *, name: str = "model") -> No
     import torch
 
     from .atomic import replace
-    from .runs import write_json
 
     run_dir = Path(run_dir)
     replace(run_dir / f"{name}.pt", lambda tmp: torch.save(model.state_dict(), tmp))  # atomic, synced
+    write_bundle(run_dir, data, recipe, [{"weights": f"{name}.pt", "model": recipe.section("model")}])
+
+
+def write_bundle(folder: Path, data, recipe, members: list[dict], combine: str = "single") -> None:
+    """model.json, preprocess.npz and encoder.skops for the models `members` lists ({"weights": path relative to
+    folder, "model": the member's [model] keys}); combine: "single", or an ensemble's "mean_probabilities" /
+    "mean_predictions" (what `dlrecipe run` selects when averaging beats the best single model)."""
+    from .runs import write_json
+
+    folder = Path(folder)
     t = data.transform
     meta = {
         "task": data.task, "classes": data.classes, "num_outputs": data.num_outputs,
         "input_shape": list(data.input_shape), "target_mean": data.target_mean, "target_std": data.target_std,
-        "model": recipe.section("model"), "recipe_dir": str(Path(recipe.path).resolve().parent) if recipe.path else None,
+        "members": members, "combine": combine,
+        "recipe_dir": str(Path(recipe.path).resolve().parent) if recipe.path else None,
         "data": {k: recipe[f"data.{k}"] for k in ("source", "format", "target")},
-        "image": data.image, "weights": f"{name}.pt", "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "image": data.image, "saved": time.strftime("%Y-%m-%d %H:%M:%S"), "test": test_averaging(recipe),
     }
     if t is not None:
         meta["transform"] = {"preprocess": t.preprocess, "channels_last": t.channels_last, "shape": t.shape,
                              "raw_shape": t.raw_shape, "stats": sorted(t.stats)}
-        np.savez(run_dir / "preprocess.npz", **t.stats)
+        np.savez(folder / "preprocess.npz", **t.stats)
         if t.encoder is not None:
             import skops.io as sio
 
-            sio.dump(t.encoder, run_dir / "encoder.skops")
-            meta["transform"]["encoder"] = {"file": "encoder.skops", "sha256": _sha256(run_dir / "encoder.skops"),
+            sio.dump(t.encoder, folder / "encoder.skops")
+            meta["transform"]["encoder"] = {"file": "encoder.skops", "sha256": _sha256(folder / "encoder.skops"),
                                             "columns": [str(c) for c in t.encoder.feature_names_in_]}
-    write_json(run_dir / "model.json", meta)
+    write_json(folder / "model.json", meta)
+
+
+def test_averaging(recipe) -> dict:
+    """What predict averages over ([test] mc_dropout, tta), as model.json keeps it."""
+    return {"mc_dropout": recipe["test.mc_dropout"], "tta": list(recipe["test.tta"]),
+            "crop_padding": recipe["data.crop_padding"], "seed": recipe["seed"]}
 
 
 def find_model(run_dir: Path) -> Path:
-    """The folder holding a run's usable model: the run folder itself, or the search step of `dlrecipe run`."""
+    """The folder holding a run's usable model (train, search and run folders keep model.json at the top)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such folder (expected a run folder with model.json, e.g. from dlrecipe train)")
-    for folder in (run_dir, run_dir / "3-search"):
-        if (folder / "model.json").is_file() and (folder / "model.pt").is_file():
-            return folder
-    raise UserError(f"{run_dir}: no model.json + model.pt here (runs that save a model: train, search, run; a "
-                    f"model saved before dlrecipe 0.2 has no model.json and cannot be used by predict)")
+    if (run_dir / "model.json").is_file():
+        return run_dir
+    raise UserError(f"{run_dir}: no model.json here (runs that save a model: train, search, run; a model saved "
+                    f"before dlrecipe 0.2 has no model.json and cannot be used by predict)")
 
 
 @dataclass
 class Bundle:
     folder: Path
     meta: dict
-    model: object
+    models: list           # one model, or an ensemble's members (meta["combine"] says how they are averaged)
     transform: object
 
     @property
@@ -111,17 +126,19 @@ def load_bundle(run_dir: Path) -> Bundle:
     transform = Transform(preprocess=tm.get("preprocess", "none"), stats=stats, encoder=encoder,
                           channels_last=tm.get("channels_last", False), shape=tm.get("shape", []),
                           raw_shape=tm.get("raw_shape", []))
-    cfg = dict(meta["model"])
-    cfg["_recipe_path"] = Path(meta["recipe_dir"]) / "recipe.toml" if meta.get("recipe_dir") else None
-    model = MODEL_KINDS[cfg["kind"]].build(tuple(meta["input_shape"]), meta["num_outputs"], cfg)
-    try:
-        model.load_state_dict(torch.load(folder / meta.get("weights", "model.pt"), map_location="cpu",
-                                         weights_only=True))
-    except (RuntimeError, OSError, ValueError) as e:
-        raise UserError(f"{folder / 'model.pt'} does not fit the model its model.json describes: "
-                        f"{' '.join(str(e).split())[:300]}") from None
-    model.eval()
-    return Bundle(folder, meta, model, transform)
+    models = []
+    for member in meta["members"]:
+        cfg = {k: v for k, v in member["model"].items() if k != "pretrained"}  # the weights are the member's own
+        cfg["_recipe_path"] = Path(meta["recipe_dir"]) / "recipe.toml" if meta.get("recipe_dir") else None
+        model = MODEL_KINDS[cfg["kind"]].build(tuple(meta["input_shape"]), meta["num_outputs"], cfg)
+        weights = folder / member["weights"]
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, ValueError) as e:
+            raise UserError(f"{weights} does not fit the model its model.json describes: "
+                            f"{' '.join(str(e).split())[:300]}") from None
+        models.append(model.eval())
+    return Bundle(folder, meta, models, transform)
 
 
 def read_input(path: Path, bundle: Bundle):
@@ -162,7 +179,7 @@ def read_input(path: Path, bundle: Bundle):
 def _read_images(root: Path, bundle: Bundle):
     from .data.images import read_image, scan
 
-    splits, classes = scan(root)
+    splits, _ = scan(root)
     files = [(f, c) for part in splits.values() for f, c in part]
     size, channels = bundle.meta["image"]["size"], bundle.meta["image"]["channels"]
     xs, ids, labels, skipped = [], [], [], []
@@ -188,13 +205,48 @@ class PredictResult:
 
 
 def predictions_table(model, x, bundle_meta: dict, ids, y_true=None, batch_size: int = 1024):
-    """One row per example: row, prediction (class name or value in target units), probabilities, target."""
+    """One row per example (see _member_table); a list of models is an ensemble: its members' probabilities
+    (regression: predictions) averaged."""
+    import torch
+
+    if not isinstance(model, list) or len(model) == 1:
+        return _member_table(model[0] if isinstance(model, list) else model, x, bundle_meta, ids, y_true, batch_size)
+    tables = [_member_table(m, x, bundle_meta, ids, None, batch_size) for m in model]
+    out = tables[0].drop(columns=[c for c in ("uncertainty",) if c in tables[0]])
+    if bundle_meta["task"] == "classification":
+        probs = [c for c in out.columns if c.startswith("prob_")]
+        mean = sum(t[probs].to_numpy() for t in tables) / len(tables)
+        out[probs] = mean
+        classes = [c[5:] for c in probs]
+        out["prediction"] = [classes[i] for i in mean.argmax(1)]
+    else:
+        out["prediction"] = sum(t["prediction"].to_numpy() for t in tables) / len(tables)
+    if y_true is not None:
+        out["target"] = y_true
+    del torch
+    return out
+
+
+def _member_table(model, x, bundle_meta: dict, ids, y_true=None, batch_size: int = 1024):
+    """One row per example: row, prediction (class name or value in target units), probabilities, target; with
+    [test] averaging (model.json's "test") the averaged probabilities, and with MC dropout an uncertainty column
+    (the std over the passes of the predicted class's probability, or of the value in target units)."""
     import pandas as pd
     import torch
 
     from .loop import predict_outputs
+    from .testtime import averaged_outputs
 
-    out = predict_outputs(model, x, batch_size).cpu()
+    tcfg = bundle_meta.get("test") or {}
+    spread = None
+    if tcfg.get("mc_dropout", 0) > 0 or tcfg.get("tta"):
+        mean, spread = averaged_outputs(model, x, bundle_meta["task"], mc_dropout=tcfg.get("mc_dropout", 0),
+                                        tta=tcfg.get("tta", []), padding=tcfg.get("crop_padding", 4),
+                                        batch_size=batch_size, seed=tcfg.get("seed", 0))
+        mean = mean.cpu()
+        out = mean.log() if bundle_meta["task"] == "classification" else mean[:, None]  # softmax(log p) = p
+    else:
+        out = predict_outputs(model, x, batch_size).cpu()
     table = pd.DataFrame({"row": ids})
     if bundle_meta["task"] == "classification":
         classes = bundle_meta["classes"] or [str(i) for i in range(out.shape[1])]
@@ -204,10 +256,34 @@ def predictions_table(model, x, bundle_meta: dict, ids, y_true=None, batch_size:
             table[f"prob_{c}"] = probs[:, i]
     else:
         table["prediction"] = out.reshape(-1).double().numpy() * bundle_meta["target_std"] + bundle_meta["target_mean"]
+    if spread is not None:
+        scale = 1.0 if bundle_meta["task"] == "classification" else bundle_meta["target_std"]
+        table["uncertainty"] = spread.cpu().double().numpy() * scale
     if y_true is not None:
         table["target"] = y_true
     del torch
     return table
+
+
+def outputs_table(out, data, y) -> tuple[object, dict]:
+    """test_predictions.csv from outputs already computed (probabilities, or standardised predictions), and the
+    regression metrics in the target's units: what a run's one test read gives."""
+    import pandas as pd
+
+    y = y.cpu().numpy()
+    ids = data.ids.get("test", np.arange(len(y)))[:len(y)]
+    table = pd.DataFrame({"row": ids})
+    if data.task == "classification":
+        names = data.classes or [str(i) for i in range(data.num_outputs)]
+        probs = out.detach().cpu().double().numpy()
+        table["prediction"] = [names[i] for i in probs.argmax(1)]
+        for i, c in enumerate(names):
+            table[f"prob_{c}"] = probs[:, i]
+        table["target"] = [names[i] for i in y]
+        return table, {}
+    table["prediction"] = out.detach().cpu().double().numpy().reshape(-1) * data.target_std + data.target_mean
+    table["target"] = y.astype(np.float64) * data.target_std + data.target_mean
+    return table, metrics_of(table, "regression")
 
 
 def metrics_of(table, task: str) -> dict[str, float]:
@@ -259,13 +335,13 @@ def predict(run_dir: Path, input_path: Path, *, output: Path | None = None, runs
         raise
     except (ValueError, KeyError, TypeError) as e:  # a table missing a column, an array of the wrong shape
         raise DataError(f"{input_path} does not fit the model's inputs: {' '.join(str(e).split())[:300]}") from None
-    table = predictions_table(bundle.model, x, bundle.meta, ids, y, batch_size)
+    table = predictions_table(bundle.models, x, bundle.meta, ids, y, batch_size)
     summary = {"command": "predict", "status": "completed", "model": str(bundle.folder), "input": str(input_path),
                "rows": len(table), **{f"input_{k}": v for k, v in metrics_of(table, bundle.meta["task"]).items()},
                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     out_dir = None
     if output is None:
-        name = Path(bundle.folder if bundle.folder.name != "3-search" else bundle.folder.parent).name
+        name = bundle.folder.name
         name = name.split("-", 2)[-1].rsplit("-", 1)[0] if name.count("-") >= 3 else name
         out_dir = new_run_dir(runs_dir, name, "predict")
         output = out_dir / "predictions.csv"

@@ -25,7 +25,8 @@ TASKS = ("classification", "regression")
 
 @dataclass(frozen=True)
 class Key:
-    type: str                      # "str", "int", "float", "bool", "list[int]", "list[float]", "list[str]", "table"
+    type: str                      # "str", "int", "float", "bool", "list[int]", "list[float]", "list[str]",
+                                   # "list[int|str]", "table"
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
@@ -77,6 +78,16 @@ SCHEMA: dict[str, Key] = {
                           "memory; default: true for files and image folders, false for a hook's Dataset)"),
     "data.workers": Key("int", None, "DataLoader worker processes for streamed data (default: cores - 1, at most "
                         "4; 0 = read in the main process)", lo=0),
+    "data.classes_only": Key("list[int]", [], "keep only these class labels (by label index, in every split), "
+                             "relabelled 0..k-1 in this order, e.g. [5, 6, 7, 8, 9] (default: every class; "
+                             "transfer learning, lecture 003)"),
+    "data.max_train": Key("int", None, "keep a stratified random sample of this many training examples, drawn by "
+                          "seed; validation and test keep their size (default: all; few-label experiments)", lo=1),
+    "data.pca_std": Key("float", 0.1, "augment pca_colour: std of the offsets along the RGB principal components "
+                        "(AlexNet, Krizhevsky et al. 2012: 0.1; lecture 003)", lo=0),
+    "data.scale": Key("list[float]", [0.22, 0.77], "augment resized_crop: [min, max] fraction of the image area a "
+                      "crop covers before it is resized back (lecture 003's ResNet recipe, 224 out of 256-480: "
+                      "0.22-0.77)", lo=0, hi=1, lo_open=True),
     # [model]
     "model.kind": Key("str", "mlp", "mlp, cnn or python (your own factory)", choices=("mlp", "cnn", "python")),
     "model.hidden": Key("list[int]", [128, 128], "hidden layer sizes (cnn: the head after the conv stack)"),
@@ -98,9 +109,22 @@ SCHEMA: dict[str, Key] = {
     "model.output_bias": Key("str", "zero", "output-layer bias", choices=_names(C.OUTPUT_BIASES)),
     "model.conv": Key("list[int]", [32, 64], "cnn: channels of each conv block (conv, norm, activation, pool)"),
     "model.kernel_size": Key("int", 3, "cnn: kernel size (odd: 'same' padding)", lo=1),
-    "model.pool": Key("str", "max", "cnn: pooling after each conv block", choices=("max", "avg", "none")),
+    "model.pool": Key("str", "max", "cnn: pooling after each conv block (fractional: 2-D only, "
+                      "nn.FractionalMaxPool2d, lecture 003)", choices=("max", "avg", "none", "fractional")),
     "model.pool_size": Key("int", 2, "cnn: pooling window and stride", lo=1),
     "model.factory": Key("str", "", "python: 'package.module:function' or 'file.py:function' (looked for beside the recipe, in the working folder, on sys.path) returning an nn.Module"),
+    "model.pool_ratio": Key("float", 0.7071, "pool = 'fractional': output / input size of each pooling (Graham "
+                            "2014: 1/sqrt(2); lecture 003)", lo=0, hi=1, lo_open=True, hi_open=True),
+    "model.residual": Key("bool", False, "mlp and cnn: identity skip around each hidden block, y = x + block(x), "
+                          "with a bias-free linear / 1x1-conv projection where widths differ (lecture 003)"),
+    "model.stochastic_depth": Key("float", 0.0, "with residual: drop the last block with this probability while "
+                                  "training, survival 1 - (l/L) p decaying linearly with depth, the block scaled by "
+                                  "its survival at test (Huang et al. 2016: 0.5; lecture 003; 0 = off)", lo=0, hi=1,
+                                  hi_open=True),
+    "model.pretrained": Key("str", "", "transfer learning: a run folder or a state-dict .pt file whose matching "
+                            "layers are loaded (weights_only), e.g. runs/...-train (lecture 003; default: none)"),
+    "model.pretrained_skip": Key("list[int|str]", [], "layers to keep new although model.pretrained has them: "
+                                 "layer numbers from the input (integers), 'output', or module names (strings)"),
     # [train]
     "train.optimizer": Key("str", "sgd", "optimizer", choices=_names(C.OPTIMIZERS)),
     "train.lr": Key("float", 0.01, "learning rate", lo=0, lo_open=True),
@@ -128,6 +152,13 @@ SCHEMA: dict[str, Key] = {
     "train.monitor": Key("str", "val_loss", "validation metric for early stopping, LR halving and the best snapshot",
                          choices=("val_loss", "val_acc")),
     "train.eval_batch_size": Key("int", 1024, "batch size for validation and test passes", lo=1),
+    "train.freeze": Key("list[int|str]", [], "layers whose parameters are not trained: numbers from the input "
+                        "(integers, 0 = first layer; see the run's layers.csv), 'output', or module names (strings) "
+                        "(transfer learning, lecture 003; default: none)"),
+    "train.unfreeze": Key("list[int]", [], "staged fine-tuning: at each of these epochs unfreeze the top-most "
+                          "still-frozen layer, e.g. [6, 11] (lecture 003: fine-tune more layers)", lo=1),
+    "train.unfreeze_lr": Key("float", 1.0, "LR of an unfrozen layer as a fraction of the LR at that moment "
+                             "(default 1: the same LR)", lo=0, hi=1, lo_open=True),
     # [search] (dlrecipe search)
     "search.space": Key("table", {}, "dotted recipe key -> {log_uniform|uniform|int|choice = [...]}"),
     "search.trials": Key("int", 20, "coarse-stage random trials", lo=1),
@@ -135,9 +166,29 @@ SCHEMA: dict[str, Key] = {
     "search.fine_trials": Key("int", 5, "fine-stage trials around the best coarse ones", lo=0),
     "search.fine_epochs": Key("int", 15, "epochs per fine trial (lecture 003: 10-20)", lo=1),
     "search.top_k": Key("int", 3, "coarse trials the fine stage narrows around", lo=1),
+    "search.population": Key("int", 0, "trials trained at once as one fused model (HFTA); 0 = auto (coarse "
+                             "trials, as many as the model size and free memory suit), 1 = off: one trial at a "
+                             "time, N = up to N trials of either stage", lo=0),
+    # [pretrain] (dlrecipe pretrain; train and run pre-train first when epochs > 0)
+    "pretrain.epochs": Key("int", 0, "greedy layer-wise autoencoder pre-training of each hidden layer of an mlp "
+                           "for this many epochs, then fine-tuning of the whole net (lecture 002; 0 = off)", lo=0),
+    "pretrain.lr": Key("float", 0.001, "pre-training learning rate", lo=0, lo_open=True),
+    "pretrain.optimizer": Key("str", "adam", "pre-training optimizer (its other settings: the [train] ones)",
+                              choices=_names(C.OPTIMIZERS)),
+    "pretrain.batch_size": Key("int", None, "pre-training minibatch size (default: data.batch_size)", lo=1),
+    "pretrain.loss": Key("str", "auto", "reconstruction loss: cross_entropy with a sigmoid decoder for inputs in "
+                         "[0, 1], squared = 1/2 sum (x_hat - x)^2 with a linear decoder for real-valued inputs; "
+                         "auto picks per layer from its inputs (lecture 002)",
+                         choices=("auto", "cross_entropy", "squared")),
+    # [test] (test-time averaging: train, search, run, predict)
+    "test.mc_dropout": Key("int", 0, "Monte Carlo dropout: average the class probabilities of this many passes with "
+                           "dropout on (lecture 003; 0 = off); predict adds an uncertainty column", lo=0),
+    "test.tta": Key("list[str]", [], "test-time augmentation: average the probabilities over copies of each image, "
+                    "any of: hflip (original + mirrored), crops (centre + 4 corners of the padded image, "
+                    "data.crop_padding; lecture 003)", choices=("hflip", "crops")),
 }
 
-SECTIONS = ("data", "model", "train", "search")
+SECTIONS = ("data", "model", "train", "search", "pretrain", "test")
 
 
 def _fmt(value: Any) -> str:
@@ -173,6 +224,10 @@ def _check_type(key: str, value: Any, spec: Key) -> Any:
         if not math.isfinite(value):
             raise bad("a finite number")
         return float(value)
+    if t == "int|str":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise bad("an integer or a string")
+        return value
     if t == "table":
         if not isinstance(value, dict):
             raise bad("a table")
@@ -366,6 +421,7 @@ def _check_combinations(v: dict[str, Any], path: Path | None) -> None:
                           f"expected 'package.module:function'")
     if v["model.kind"] == "cnn" and not v["model.conv"]:
         raise RecipeError("model.conv = [] is not allowed with model.kind = 'cnn': give at least one channel count")
+    _check_new_techniques(v, path)
     loss = v["train.loss"]
     if v["task"] == "classification" and loss not in ("auto", "cross_entropy"):
         raise RecipeError(f"train.loss = {loss!r} does not fit task = 'classification': allowed auto, cross_entropy")
@@ -376,6 +432,34 @@ def _check_combinations(v: dict[str, Any], path: Path | None) -> None:
             raise RecipeError("train.monitor = 'val_acc' does not fit task = 'regression': allowed val_loss")
         if "mixup" in v["data.augment"]:
             raise RecipeError("data.augment 'mixup' needs task = 'classification'")
+
+
+def _check_new_techniques(v: dict[str, Any], path: Path | None) -> None:
+    """Combinations of the transfer, pre-training, residual, pooling and augmentation keys."""
+    if len(v["data.scale"]) != 2 or v["data.scale"][0] > v["data.scale"][1]:
+        raise RecipeError(f"data.scale = {v['data.scale']} is not allowed: [min, max] area fractions, 0 < min <= "
+                          f"max <= 1")
+    if len(set(v["data.classes_only"])) != len(v["data.classes_only"]) or any(c < 0 for c in v["data.classes_only"]):
+        raise RecipeError(f"data.classes_only = {v['data.classes_only']} is not allowed: distinct label numbers >= 0")
+    if v["model.stochastic_depth"] > 0 and not v["model.residual"]:
+        raise RecipeError("model.stochastic_depth drops residual blocks: set model.residual = true as well")
+    if v["model.kind"] == "python" and (v["model.residual"] or v["model.stochastic_depth"] > 0):
+        raise RecipeError("model.residual and model.stochastic_depth are for model.kind = 'mlp' or 'cnn'; a python "
+                          "factory builds its own blocks")
+    if v["train.unfreeze"] and not v["train.freeze"]:
+        raise RecipeError("train.unfreeze needs frozen layers to unfreeze: set train.freeze too")
+    if v["model.pretrained"]:
+        from .transfer import resolve_pretrained
+
+        resolve_pretrained(v["model.pretrained"], path)  # raises RecipeError naming what is missing
+    if v["pretrain.epochs"] > 0:
+        if v["model.kind"] != "mlp" or v["model.norm"] != "none" or v["model.activation"] == "maxout" \
+                or v["model.residual"] or not v["model.hidden"]:
+            raise RecipeError("pretrain.epochs > 0 (layer-wise autoencoder pre-training, lecture 002) needs model.kind "
+                              "= 'mlp' with hidden layers, model.norm = 'none', no maxout and no residual blocks")
+        if v["model.pretrained"]:
+            raise RecipeError("model.pretrained and pretrain.epochs > 0 both set: the pre-training would overwrite "
+                              "the loaded layers; choose one")
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -33,12 +33,10 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
 
     interruptible: Ctrl-C ends training with status "interrupted"; the best snapshot is still saved and tested.
     """
-    import torch
-
     from .augment import config as augment_config
     from .loop import evaluate, fit, loss_function
     from .models import build_model, count_parameters
-    from .predict import save_model
+    from .predict import save_model, test_averaging
 
     progress = progress or NullProgress()
     seed = recipe["seed"] if seed is None else seed
@@ -48,6 +46,10 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     max_batches = SMOKE_BATCHES if smoke else None
     device = data.x_train.device
     model = build_model(recipe, data, seed=seed).to(device)
+    if recipe["pretrain.epochs"] > 0:  # [pretrain]: greedy layer-wise autoencoders first, then fine-tune it all
+        from .pretrain import pretrain_in
+
+        pretrain_in(run_dir, recipe.with_values({"pretrain.epochs": 1}) if smoke else recipe, data, model, seed=seed)
     aug_cfg = augment_config(d)
     per_epoch = min(len(data.x_train), (max_batches or 10**9) * d["batch_size"])
     t0 = time.perf_counter()
@@ -70,7 +72,9 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
     if len(data.x_test) and result.best_epoch is not None:
         test = evaluate(model, data.x_test[:limit], data.y_test[:limit], recipe.task,
                         loss_function(recipe.task, tr), tr["eval_batch_size"])
-        test.update(write_test_predictions(run_dir, model, data, limit, tr["eval_batch_size"]))
+        test.update(write_test_predictions(run_dir, model, data, limit, tr["eval_batch_size"],
+                                           test_averaging(recipe)))
+    extra = _technique_summary(run_dir, recipe, model, data, result, limit, tr, seed)
     summary = {
         "name": recipe.name, "command": "train", "status": result.status, "reason": result.reason,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -79,18 +83,76 @@ def train_in(run_dir: Path, recipe, data, *, smoke: bool = False, progress=None,
         "parameters": count_parameters(model), "seconds": time.perf_counter() - t0, "smoke": smoke,
         "seed": seed, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         **({"data_notes": data.notes} if data.notes else {}),
+        **extra,
     }
     write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary, result.history)
 
 
-def write_test_predictions(run_dir: Path, model, data, limit: int | None = None, batch_size: int = 1024) -> dict:
+HEALTH_SAMPLES = 1000  # validation examples the hidden-unit health is measured on
+
+
+def _technique_summary(run_dir: Path, recipe, model, data, result, limit: int | None, tr: dict, seed: int) -> dict:
+    """layers.csv (each layer: parameters, pretrained load, frozen / unfrozen), hidden_units.csv, FLOPs, and the
+    test metrics with test-time averaging (MC dropout, TTA) beside the plain ones."""
+    from .health import count_flops, hidden_unit_health
+    from .runs import CsvLog
+    from .transfer import layer_groups
+
+    out: dict = {"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                 "flops_per_example": count_flops(model, data.input_shape)}
+    loaded = {r["layer"]: r for r in getattr(model, "pretrained_report", []) if r["layer"] != ""}
+    tuning = result.fine_tuning
+    unfrozen = {e["name"]: e["epoch"] for e in tuning.get("unfrozen", [])}
+    frozen_end = set(tuning.get("frozen_at_end", []))
+    params = dict(model.named_parameters())
+    with CsvLog(run_dir / "layers.csv", ["layer", "name", "parameters", "pretrained", "frozen", "unfrozen_epoch"]) \
+            as log:
+        for i, (name, modules) in enumerate(layer_groups(model)):
+            n = sum(p.numel() for k, p in params.items() if k.startswith(tuple(m + "." for m in modules)))
+            status = loaded.get(i)
+            log.write({"layer": i, "name": name, "parameters": n,
+                       "pretrained": "" if status is None else f"{status['status']}: {status['detail']}",
+                       "frozen": "yes" if name in frozen_end else "until epoch " + str(unfrozen[name])
+                       if name in unfrozen else "no", "unfrozen_epoch": unfrozen.get(name, "")})
+    if hasattr(model, "pretrained_report"):
+        rows = model.pretrained_report
+        out["pretrained"] = {"path": recipe["model.pretrained"],
+                             **{s: sum(r["status"] == s for r in rows) for s in ("loaded", "new", "ignored")}}
+    if tuning:
+        out["fine_tuning"] = tuning
+    if recipe["pretrain.epochs"] > 0:
+        out["pretrain"] = {"epochs_per_layer": recipe["pretrain.epochs"], "curves": "pretrain.csv"}
+    x_health = data.x_val[:min(HEALTH_SAMPLES, len(data.x_val)) if limit is None else limit]
+    if len(x_health) > 1:
+        health, warnings = hidden_unit_health(model, x_health)
+        if health:
+            with CsvLog(run_dir / "hidden_units.csv") as log:
+                for row in health:
+                    log.write(row)
+        if warnings:
+            out["hidden_unit_warnings"] = warnings
+    tcfg = recipe.section("test")
+    if (tcfg["mc_dropout"] > 0 or tcfg["tta"]) and len(data.x_test) and result.best_epoch is not None:
+        from .loop import loss_function
+        from .testtime import describe, evaluate_averaged
+
+        avg = evaluate_averaged(model, data.x_test[:limit], data.y_test[:limit], recipe.task,
+                                loss_function(recipe.task, tr), tcfg, padding=recipe["data.crop_padding"],
+                                batch_size=tr["eval_batch_size"], seed=seed)
+        out["test_averaging"] = describe(tcfg)
+        out.update({f"test_{k}_averaged": v for k, v in avg.items()})
+    return out
+
+
+def write_test_predictions(run_dir: Path, model, data, limit: int | None = None, batch_size: int = 1024,
+                           test_cfg: dict | None = None) -> dict:
     """test_predictions.csv (the source's row or file, prediction, probabilities, target) for the tested model;
     returns the test metrics in the target's own units for regression (RMSE, MAE, R²), else nothing."""
     from .predict import metrics_of, predictions_table
 
     meta = {"task": data.task, "classes": data.classes, "target_mean": data.target_mean,
-            "target_std": data.target_std}
+            "target_std": data.target_std, "test": test_cfg or {}}
     y = data.y_test[:limit].cpu().numpy()
     if data.task == "classification":
         names = data.classes or [str(i) for i in range(data.num_outputs)]

@@ -42,7 +42,7 @@ def load_callable(spec: str, key: str, recipe_path: Path | None = None) -> Calla
         raise RecipeError(f"{key} = {spec!r}: {e}") from None
     except AttributeError:
         raise RecipeError(f"{key} = {spec!r}: module {module_name!r} has no function {func_name!r}") from None
-    except Exception as e:  # ImportError, or the module's own code raising while it is imported
+    except Exception as e:  # noqa: BLE001 -- ImportError, or the module's own code raising on import
         raise RecipeError(f"{key} = {spec!r} cannot be imported: {type(e).__name__}: {e}") from None
     if not callable(func):
         raise RecipeError(f"{key} = {spec!r}: {func_name} is a {type(func).__name__}, not a function")

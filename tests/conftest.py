@@ -84,7 +84,7 @@ def recipe_overrides(path: Path, csv_path: Path) -> list[str]:
         spec.loader.exec_module(module)
         folder = csv_path.parent / "shapes"
         if not folder.exists():
-            module.write(folder, per_class=12)
+            module.write(folder, per_class=60)  # enough for input_independent to see the shapes
         return [f"data.source={str(folder)!r}"]
     return []
 

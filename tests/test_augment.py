@@ -141,5 +141,5 @@ def test_apply_errors():
 
 
 def test_descriptions_cite_lecture_003():
-    assert set(augment.AUGMENTATIONS) == {"hflip", "crop", "jitter", "cutout", "mixup"}
+    assert set(augment.AUGMENTATIONS) == {"hflip", "crop", "jitter", "cutout", "mixup", "resized_crop", "pca_colour"}
     assert all("003" in d for d in augment.AUGMENTATIONS.values())

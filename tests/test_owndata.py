@@ -413,3 +413,56 @@ def test_predict_cli_on_channels_last_npz_and_one_line_errors(tmp_path, one_thre
     np.savez(tmp_path / "odd.npz", x=x[:3, :2])  # examples of another shape
     res = _cli("predict", run, tmp_path / "odd.npz", "-o", tmp_path / "q.csv")
     assert res.exit_code == 2 and "examples of shape [2, 4, 3]; the model was trained on [4, 4, 3]" in res.output
+
+
+def test_predict_uses_a_runs_selected_model_or_ensemble(tmp_path, one_thread):
+    """dlrecipe run keeps model.json at the top of its folder: its selected model, or the members of the ensemble
+    it selected, averaged as in the run's one test; predict reproduces the run's test_predictions.csv."""
+    from dlrecipe.pipeline import run_recipe
+    from dlrecipe.predict import load_bundle, predict
+
+    from .conftest import small_recipe, write_table_csv
+
+    csv = write_table_csv(tmp_path / "table.csv", n=150)
+    r = small_recipe(**{"data.source": str(csv), "data.target": "label", "search.trials": 4,
+                        "search.coarse_epochs": 1, "search.fine_trials": 2, "search.fine_epochs": 3})
+    res = run_recipe(r, device="cpu", runs_dir=tmp_path / "runs", passes=1)
+    assert res.summary["status"] == "completed", res.summary["reason"]
+    bundle = load_bundle(res.run_dir)
+    assert len(bundle.models) == len(res.summary["selected"]["members"])
+    test = pd.read_csv(res.run_dir / "test_predictions.csv")
+    pred = predict(res.run_dir, csv, output=tmp_path / "p.csv").table.set_index("row").loc[test["row"]]
+    assert (pred["prediction"].to_numpy() == test["prediction"].to_numpy()).all()
+    probs = [c for c in test.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(pred[probs].to_numpy(), test[probs].to_numpy(), rtol=1e-5, atol=1e-6)
+    acc = (test["prediction"] == test["target"]).mean()
+    assert acc == pytest.approx(res.summary["selected"]["test_acc"])
+
+
+def test_an_ensembles_prediction_averages_its_members_probabilities():
+    from dlrecipe.predict import predictions_table
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)]
+    x = torch.randn(6, 4)
+    meta = {"task": "classification", "classes": ["a", "b", "c"], "test": {}}
+    table = predictions_table(models, x, meta, np.arange(6))
+    want = torch.stack([m(x).softmax(1) for m in models]).mean(0).detach().numpy()
+    np.testing.assert_allclose(table[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, rtol=1e-6)
+    assert list(table["prediction"]) == [["a", "b", "c"][i] for i in want.argmax(1)]
+
+
+def test_predict_uses_a_searchs_selected_trial(tmp_path, one_thread):
+    from dlrecipe.predict import predict
+    from dlrecipe.search import search
+
+    from .conftest import small_recipe, write_table_csv
+
+    csv = write_table_csv(tmp_path / "table.csv", n=150)
+    r = small_recipe(**{"data.source": str(csv), "data.target": "label", "search.trials": 3,
+                        "search.coarse_epochs": 1, "search.fine_trials": 1, "search.fine_epochs": 3})
+    res = search(r, runs_dir=tmp_path / "runs", device="cpu")
+    test = pd.read_csv(res.run_dir / "test_predictions.csv")
+    assert (test["prediction"] == test["target"]).mean() == pytest.approx(res.summary["test_acc"])
+    pred = predict(res.run_dir, csv, output=tmp_path / "p.csv").table.set_index("row").loc[test["row"]]
+    assert (pred["prediction"].to_numpy() == test["prediction"].to_numpy()).all()

@@ -107,8 +107,8 @@ def test_a_failed_sanity_check_stops_the_run_with_its_advice(tmp_path):
 
 def test_force_goes_on_after_a_failed_sanity_check(tmp_path):
     broken = small_recipe(**{"model.init": "zeros", "model.hidden": [16, 16], **TINY_SEARCH})
-    result = run_recipe(broken, device="cpu", runs_dir=tmp_path, force=True)
-    assert [s["step"] for s in result.steps] == ["sanity", "lr-find", "search", "report"]
+    result = run_recipe(broken, device="cpu", runs_dir=tmp_path, force=True, passes=1)
+    assert [s["step"] for s in result.steps] == ["sanity", "lr-find", "search", "test", "report"]
     assert result.steps[0]["status"] == "fail" and result.summary["status"] == "completed"
     assert "went on because of --force" in result.summary["reason"]
     assert result.summary["best_epoch"] == result.summary["search"]["best_epoch"] >= 1  # compare's column
@@ -124,7 +124,8 @@ def test_budget_shrinks_the_search_and_records_the_plan(tmp_path, monkeypatch):
         return 1.0
 
     monkeypatch.setattr(P, "epoch_seconds_from", one_second)
-    result = run_recipe(search_recipe(**{"train.patience": 0}), device="cpu", runs_dir=tmp_path, budget_minutes=0.5)
+    result = run_recipe(search_recipe(**{"train.patience": 0}), device="cpu", runs_dir=tmp_path, budget_minutes=0.5,
+                        passes=1)
     plan = result.summary["plan"]
     assert measured[0] > 0 and plan["epoch_seconds"] == 1.0 and 0 < plan["available_s"] < 30 - P.REPORT_RESERVE_S
     assert plan["planned_epochs"] < 135 and plan["trials"] >= MIN_TRIALS
@@ -146,25 +147,28 @@ def _recipe_file(tmp_path, recipe) -> list[str]:
 def test_acceptance_digits_run_end_to_end_report_has_every_steps_table_and_figure(tmp_path):
     import matplotlib.image
 
-    res = runner.invoke(app, ["run", str(ROOT / "recipes" / "digits_mlp.toml"), "--runs-dir", str(tmp_path), "-q"])
+    res = runner.invoke(app, ["run", str(ROOT / "recipes" / "digits_mlp.toml"), "--runs-dir", str(tmp_path), "-q",
+                              "--passes", "1"])
     assert res.exit_code == 0, res.output
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test_acc"] >= 0.97
-    assert [s for s in summary["steps"]] == ["sanity", "lr-find", "search", "report"]
+    assert [s for s in summary["steps"]] == ["sanity", "lr-find", "search", "test", "report"]
     assert summary["search"]["best_params"]["train.lr"] > 0
-    assert summary["model"] == "3-search/model.pt" and (run / summary["model"]).is_file()
+    selected = f"3-search/trials/{summary['search']['selected_trial']}/model.pt"  # or an ensemble of the best trials
+    assert summary["model"] in (selected, "ensemble.json") and (run / summary["model"]).is_file()
     lr_range = summary["lr_find"]["search_range"]  # the search used lr-find's range for the LR
     search = json.loads((run / FOLDERS["search"] / "search.json").read_text())
     assert search["space"]["train.lr"] == {"log_uniform": lr_range}
     md = (run / "report.md").read_text()
-    for table in ("steps.csv", "1-sanity/sanity.csv", "1-sanity/layers.csv", "1-sanity/overfit.csv",
-                  "2-lr-find/probes.csv", "2-lr-find/range_test.csv", "3-search/trials.csv"):
-        assert f"## Table: {table}" in md, table
+    assert "| step | status | result | seconds | diagnosis that triggered it | change | best validation |" in md
+    for table in ("1-sanity/sanity.csv", "1-sanity/layers.csv", "1-sanity/overfit.csv", "2-lr-find/probes.csv",
+                  "2-lr-find/range_test.csv", "3-search/trials.csv"):
+        assert f"({table})</summary>" in md, table  # behind a collapsible block, titled in words
     for summary_of in ("1-sanity", "2-lr-find", "3-search", run.name):
-        assert f"## Summary: {summary_of}" in md
+        assert f"<summary>Summary: {summary_of} (summary.json" in md
     figures = ["1-sanity/overfit.png", "1-sanity/layers.png", "1-sanity/batch.png", "2-lr-find/lr_find.png",
-               "3-search/search_params.png", "3-search/search_curves.png", "report_curves.png", "report_trials.png"]
+               "3-search/search_params.png", "3-search/search_curves.png", "report_curves.png"]
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figures)
     for fig in figures:
@@ -183,7 +187,7 @@ def test_an_lr_find_without_a_good_probe_is_a_warning_and_the_search_goes_on(tmp
 
     real = L.lr_find
     monkeypatch.setattr(L, "lr_find", lambda *a, **k: dataclasses.replace(real(*a, **k), status="all_flat"))
-    result = run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    result = run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path, passes=1)
     assert result.summary["status"] == "completed" and result.steps[1]["status"] == "all_flat"
     (warning,) = result.summary["warnings"]
     assert warning.startswith("lr-find: all_flat") and "uses its range" in warning
@@ -199,7 +203,7 @@ def test_ctrl_c_during_lr_find_then_run_resume_keeps_sanity_and_runs_the_rest(tm
     monkeypatch.setattr(L, "probe", ctrl_c)
     with pytest.raises(Interrupted, match="during lr-find; the finished steps are kept: continue with dlrecipe "
                                           "run --resume"):
-        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path, passes=1)
     (run,) = tmp_path.iterdir()
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     sanity_summary = (run / FOLDERS["sanity"] / "summary.json").read_text()
@@ -215,7 +219,8 @@ def test_ctrl_c_during_lr_find_then_run_resume_keeps_sanity_and_runs_the_rest(tm
     assert json.loads((run / FOLDERS["lr-find"] / "summary.json").read_text())["status"] == "ok"
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == sorted(FOLDERS.values())  # the stub removed
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
-    assert list(steps.step) == ["sanity", "lr-find", "search", "report"] and "interrupted" not in set(steps.status)
+    assert list(steps.step) == ["sanity", "lr-find", "search", "test", "report"]
+    assert "interrupted" not in set(steps.status)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and [r["after"] for r in summary["resumed"]] == ["interrupted"]
     assert 0 < summary["test_acc"] <= 1 and (run / "report.html").stat().st_size > 0
@@ -226,8 +231,8 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     from dlrecipe.pipeline import resume_run
 
     ctrl_c_in_training(monkeypatch, 2)  # while the second trial trains
-    with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):
-        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+    with pytest.raises(Interrupted, match="during search with 1 of 5 trials finished"):  # one trial at a time
+        run_recipe(small_recipe(**{**TINY_SEARCH, "search.population": 1}), device="cpu", runs_dir=tmp_path, passes=1)
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     search_dir = run / FOLDERS["search"]
@@ -250,7 +255,7 @@ def test_ctrl_c_during_the_search_then_run_resume_keeps_the_finished_trials(tmp_
     assert after.loc[first.number.iloc[0], "seconds"] == pytest.approx(first.seconds.iloc[0])  # kept, not rerun
     assert (after.state == "complete").sum() == 5  # all 4 coarse + 1 fine slots
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
-    assert list(steps.step) == ["sanity", "lr-find", "search", "report"]
+    assert list(steps.step) == ["sanity", "lr-find", "search", "test", "report"]
     assert steps.status.iloc[2] == "completed" and result.report.curves
     assert (run / "report.html").stat().st_size > 0
 
@@ -267,13 +272,13 @@ def test_a_run_killed_in_its_first_step_can_be_resumed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sanity, "run_sanity", killed)
     with pytest.raises(SystemExit):
-        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path)
+        run_recipe(small_recipe(**TINY_SEARCH), device="cpu", runs_dir=tmp_path, passes=1)
     (run,) = tmp_path.iterdir()
     assert [r["status"] for r in list_runs(tmp_path)] == ["running or killed"]
     monkeypatch.undo()
     result = resume_run(run, device="cpu")
     assert result.summary["status"] == "completed" and [r["step"] for r in result.steps] == [
-        "sanity", "lr-find", "search", "report"]
+        "sanity", "lr-find", "search", "test", "report"]
     assert [r["after"] for r in result.summary["resumed"]] == ["killed"]
 
 
@@ -284,7 +289,7 @@ def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_pat
 
     recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
     runs = tmp_path / "runs"
-    before = sigkill_after_trials(["run", str(recipe), "--runs-dir", str(runs), "-q"], runs,
+    before = sigkill_after_trials(["run", str(recipe), "--runs-dir", str(runs), "-q", "--passes", "1"], runs,
                                   f"*-s-run/{FOLDERS['search']}/trials.csv", complete=2)
     run = next(runs.glob("*-s-run"))
     assert json.loads((run / "summary.json").read_text())["status"] == "running"
@@ -301,7 +306,7 @@ def test_a_run_killed_during_its_search_resumes_with_every_slot_run_once(tmp_pat
     counts = slot_counts(after)
     assert (counts == 1).all() and len(counts) == 10 and after.state.isin(FINISHED).all()
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False)
-    assert list(steps.step) == ["sanity", "lr-find", "search", "report"]
+    assert list(steps.step) == ["sanity", "lr-find", "search", "test", "report"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -324,3 +329,132 @@ def test_run_resume_refuses_a_finished_run_or_another_folder(tmp_path, state, me
         (run / "summary.json").write_text(json.dumps({"command": "run", "status": state}))
     res = runner.invoke(app, ["run", "--resume", str(run)])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------------------------------- passes (step 7)
+
+PASS_RECIPE = {**TINY_SEARCH, "data.split": [0.6, 0.25, 0.15]}  # test (23) and validation (37) sizes differ
+
+
+def _always(change_overrides: dict, trigger: str = "train_longer", text: str = "crafted change"):
+    """A next_change that always asks for the same change (the crafted diagnosis of these tests)."""
+    from dlrecipe.passes import Change
+
+    def next_change(findings, recipe, space, best, **kw):
+        return Change(trigger, {"search.space": space, **change_overrides}, [text])
+
+    return next_change
+
+
+def test_a_pass_that_does_not_improve_stops_the_loop(tmp_path, monkeypatch):
+    import dlrecipe.pipeline as P
+
+    worse = {"search.space": {"train.lr": {"log_uniform": [1e-7, 1e-6]}}}  # an LR far too low: no better pass
+    monkeypatch.setattr(P, "next_change", _always(worse, "lr_too_high", "LR range 1e-7..1e-6"))
+    result = run_recipe(small_recipe(**PASS_RECIPE), device="cpu", runs_dir=tmp_path, passes=4)
+    steps = [s["step"] for s in result.steps]
+    assert steps == ["sanity", "lr-find", "search", "search 2", "test", "report"]  # not search 3 and 4
+    passes = result.summary["passes"]
+    assert passes[1]["best_val"] > passes[0]["best_val"] and "pass 2 did not improve val loss" in \
+        result.summary["passes_stop"]
+    assert result.summary["search"]["selected_trial"] == json.loads(
+        (result.run_dir / FOLDERS["search"] / "summary.json").read_text())["selected_trial"]  # pass 1 is the best
+    row = pd.read_csv(result.run_dir / "steps.csv", keep_default_na=False).set_index("step").loc["search 2"]
+    assert row.trigger == "lr_too_high" and row.change == "LR range 1e-7..1e-6" and row.best_val.startswith("val_loss")
+
+
+def test_the_test_split_is_read_once_whatever_the_number_of_passes(tmp_path, monkeypatch):
+    import dlrecipe.data as D
+    import dlrecipe.loop as L
+    import dlrecipe.pipeline as P
+
+    monkeypatch.setattr(P, "next_change", _always({"search.fine_epochs": 3}))
+    tests, reads = [], []
+    real_load, real_eval, real_proba = D.load_data, L.evaluate, L.predict_proba
+
+    def load_data(*a, **k):
+        data = real_load(*a, **k)
+        if len(data.x_test):
+            tests.append(data.x_test)
+        return data
+
+    def seen(x):
+        if any(len(x) == len(t) and x.data_ptr() == t.data_ptr() for t in tests):
+            reads.append(len(x))
+
+    def evaluate(model, x, *a, **k):
+        seen(x)
+        return real_eval(model, x, *a, **k)
+
+    def predict_proba(model, x, *a, **k):
+        seen(x)
+        return real_proba(model, x, *a, **k)
+
+    monkeypatch.setattr(D, "load_data", load_data)
+    monkeypatch.setattr(L, "evaluate", evaluate)
+    monkeypatch.setattr(L, "predict_proba", predict_proba)
+    result = run_recipe(small_recipe(**PASS_RECIPE), device="cpu", runs_dir=tmp_path, passes=3)
+    assert [s["step"] for s in result.steps].count("search 3") == 1  # three passes ran
+    members = len(result.summary["selected"]["members"])
+    assert reads == [23] * members  # the test split: once, by the selected model (each member of an ensemble)
+    for k in (1, 2, 3):
+        ss = json.loads((result.run_dir / P.pass_folder(k) / "summary.json").read_text())
+        assert "test_acc" not in ss and "test_loss" not in ss  # no pass saw it
+    assert 0 <= result.summary["test_acc"] <= 1 and result.summary["test_acc"] == result.summary["selected"]["test_acc"]
+
+
+def test_ctrl_c_between_passes_then_resume_runs_the_next_pass(tmp_path, monkeypatch):
+    import dlrecipe.pipeline as P
+    import dlrecipe.search as S
+    from dlrecipe.errors import Interrupted
+    from dlrecipe.pipeline import resume_run
+
+    monkeypatch.setattr(P, "next_change", _always({"search.fine_epochs": 3}))
+    real, calls = S.search, {"n": 0}
+
+    def search(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(S, "search", search)
+    with pytest.raises(Interrupted, match="during search 2"):
+        run_recipe(small_recipe(**PASS_RECIPE), device="cpu", runs_dir=tmp_path, passes=2)
+    (run,) = tmp_path.iterdir()
+    first = (run / FOLDERS["search"] / "trials.csv").read_text()
+    result = resume_run(run, device="cpu")
+    assert [s["step"] for s in result.steps] == ["sanity", "lr-find", "search", "search 2", "test", "report"]
+    assert (run / FOLDERS["search"] / "trials.csv").read_text() == first  # pass 1 kept, not run again
+    assert result.summary["status"] == "completed" and json.loads(
+        (run / "3-search-pass2" / "search.json").read_text())["recipe"]["search.fine_epochs"] == 3
+
+
+def test_the_selection_is_an_ensemble_only_when_it_beats_the_best_single_model_on_validation(tmp_path):
+    import torch
+
+    from dlrecipe.data import load_data
+    from dlrecipe.loop import predict_proba
+    from dlrecipe.selection import build, load_selected, outputs, pass_candidates, select
+
+    result = run_recipe(small_recipe(**{**PASS_RECIPE, "search.fine_trials": 3}), device="cpu", runs_dir=tmp_path,
+                        passes=1)
+    recipe = small_recipe(**PASS_RECIPE)
+    data = load_data(recipe)
+    cands = pass_candidates(result.run_dir / FOLDERS["search"], recipe, "pass 1")
+    assert len(cands) == 3 and all(c.model.is_file() for c in cands)
+    sel = select(cands, data, "classification", "val_loss", "cpu")
+    ranked = sorted(cands, key=lambda c: c.val["loss"])
+    assert sel.best is ranked[0]
+    members = [build(c, data, "cpu")[0] for c in sel.ensemble_members]
+    p = torch.stack([predict_proba(m, data.x_val) for m in members]).mean(0)  # averaged probabilities, by hand
+    assert sel.ensemble_val["loss"] == pytest.approx(float(torch.nn.functional.nll_loss(p.log(), data.y_val)),
+                                                     rel=1e-5)
+    assert (sel.kind == "ensemble") == (sel.ensemble_val["loss"] < sel.single_val["loss"])
+    saved = result.summary["selected"]
+    models, combine = load_selected(result.run_dir, data)
+    assert len(models) == len(saved["members"]) and combine in ("single", "mean_probabilities")
+    if saved["kind"] == "ensemble":
+        assert json.loads((result.run_dir / "ensemble.json").read_text())["members"] == saved["members"]
+    mine = outputs(models, data.x_test, "classification")  # what `predict` gets: the saved model reproduces its test
+    assert float((mine.argmax(1) == data.y_test).float().mean()) == pytest.approx(result.summary["test_acc"])

@@ -123,7 +123,7 @@ def test_report_of_a_sanity_folder_without_curves_still_has_its_tables_and_figur
     rep = build_report(tmp_path)
     assert rep.curves == []
     md = (tmp_path / "report.md").read_text()
-    assert "## Table: sanity.csv" in md and "init_loss" in md
+    assert "<summary>Table: Sanity checks (sanity.csv)</summary>" in md and "init_loss" in md
     assert "no training curves to diagnose" in md and "no alarm" not in md  # nothing trained: no all-clear
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a dlrecipe run folder"):
@@ -142,12 +142,12 @@ def test_summaries_read_as_key_value_rows_not_json(tmp_path):
     md = (tmp_path / "report.md").read_text()
     for row in ["| checks | 1 row: see sanity.csv |", "| rules.probes | 0.01 |", "| rules.steepest | 0.01485 |",
                 "| search_range | 0.001, 0.03 |", "| probes | 2 rows: the table below |", "| warnings | none |",
-                "| reason | a \\| b |", "## Summary: " + tmp_path.name + ": probes",
+                "| reason | a \\| b |", "<summary>Summary: " + tmp_path.name + " (summary.json", "**probes**",
                 "| lr | verdict | seeds |", "| 0.1 | good | good, flat |", "| 0.01235 |  |  |"]:
         assert row in md
-    assert "{" not in md.split("## Summary")[1]
+    assert "{" not in md.split("<summary>Summary")[1]
     html = (tmp_path / "report.html").read_text()
-    assert "<tr><td>reason</td><td>a | b</td></tr>" in html and "<tr><th>key</th><th>value</th></tr>" in html
+    assert "<td>reason</td>\n<td>a | b</td>" in html and "<th>key</th>\n<th>value</th>" in html  # markdown-it's
 
 
 def test_the_report_opens_with_the_status_and_shows_csv_cells_as_written(tmp_path):
@@ -161,12 +161,12 @@ def test_the_report_opens_with_the_status_and_shows_csv_cells_as_written(tmp_pat
     (tmp_path / "probes.csv").write_text("iteration,loss,note\n" + "\n".join(rows) + "\n")
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
-    first = md.split("## Diagnosis")[0]
+    first = md.split("## Contents")[0]  # the header card
     assert ("**Status: interrupted**: interrupted (Ctrl-C) after 12 epochs. Selected model: test accuracy 0.8123"
             in first)
     assert "did not finish" in first
-    probes = md.split("## Table: probes.csv")[1].split("##")[0]
-    assert probes.startswith(" (40 of 100 rows, evenly spaced")
+    probes = md.split("<summary>Table: Learning-rate probes (probes.csv)</summary>")[1].split("</details>")[0]
+    assert probes.strip().startswith("(40 of 100 rows, evenly spaced")
     body = [line for line in probes.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(body) == 40 and body[0] == "| 1 | nan |  |" and body[-1] == "| 100 | 0.5 | last |"
     from typer.testing import CliRunner
@@ -211,7 +211,7 @@ def test_an_unreadable_side_table_is_noted_and_the_report_goes_on(tmp_path):
     (tmp_path / "notes.csv").write_text("")  # a user's file, not one dlrecipe wrote
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "## Table: notes.csv" in md and "not shown:" in md and "## Diagnosis: " in md
+    assert "<summary>Table: Notes (notes.csv)</summary>" in md and "not shown:" in md and "## Diagnosis" in md
 
 
 def test_compare_writes_one_table_and_one_plot(tmp_path):
@@ -318,3 +318,97 @@ def test_a_loss_spike_puts_the_loss_axis_on_a_log_scale():
     assert loss_scale([Curve("cnn", None, curves(spike, spike))]) == "log"
     assert loss_scale([Curve("healthy", None, HEALTHY)]) == "linear"  # 1.15 .. 0.25: linear is readable
     assert loss_scale([Curve("nan", None, DIVERGING)]) == "linear"  # 2.3 .. 9 and a NaN
+
+
+# ---------------------------------------------------------------------------------------------------- a page to read
+
+MEASURE = """<script>
+window.addEventListener("load", function () {
+  document.querySelectorAll("details").forEach(function (d) { d.open = true; });  // measure what they hide too
+  var width = document.documentElement.clientWidth, over = [];
+  document.querySelectorAll("body *").forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    if (r.right <= width + 1) return;
+    for (var p = el.parentElement; p; p = p.parentElement) {  // inside a box that scrolls and fits: fine
+      var s = getComputedStyle(p);
+      if ((s.overflowX === "auto" || s.overflowX === "scroll") && p.getBoundingClientRect().right <= width + 1) return;
+    }
+    over.push(el.tagName + (el.id ? "#" + el.id : "") + " right " + Math.round(r.right));
+  });
+  var imgs = Array.from(document.images);
+  var out = document.createElement("pre");
+  out.id = "measurements";
+  out.textContent = JSON.stringify({width: width, scroll_width: document.documentElement.scrollWidth,
+    overflowing: over.slice(0, 10), images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    anchors: Array.from(document.querySelectorAll("nav a, a[href^='#']")).filter(function (a) {
+      return !document.getElementById(decodeURIComponent(a.getAttribute("href").slice(1))); }).length});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A real `dlrecipe run` of two passes (mixup and dropout in its recipe, so the report has both notes)."""
+    import torch
+
+    from dlrecipe.pipeline import run_recipe
+
+    from .conftest import small_recipe
+
+    torch.set_num_threads(1)
+    recipe = small_recipe(**{"search.trials": 4, "search.coarse_epochs": 1, "search.fine_trials": 2,
+                             "search.fine_epochs": 4, "data.augment": ["mixup"], "model.dropout": 0.2})
+    return run_recipe(recipe, device="cpu", runs_dir=tmp_path_factory.mktemp("runs"), passes=2).run_dir
+
+
+def test_a_runs_report_opens_with_its_card_then_contents_then_the_story_in_words(run_folder):
+    md = (run_folder / "report.md").read_text()
+    card, rest = md.split("## Contents", 1)
+    for line in ("**Status: completed** after", "**Selected model:**", "**Test:** accuracy", "**Diagnosis**",
+                 "**Next step:**", "**Time:**"):
+        assert line in card, line
+    headings = [line for line in rest.splitlines() if line.startswith("#")]
+    assert headings[:5] == ["## The recipe, step by step", "### 1. Sanity checks", "### 2. Learning-rate finder",
+                            "### 3. Search, pass 1", "### 3. Search, pass 2"]
+    assert not [h for h in headings if ".png" in h or ".csv" in h or "/" in h]  # words, not file names
+    toc = rest.split("## The recipe", 1)[0]
+    assert "[3. Search, pass 2](#3-search-pass-2)" in toc
+    assert "<details><summary>Table: Search trials (3-search/trials.csv)</summary>" in md  # raw tables fold away
+    assert "measured on mixup blends" in md and "computed with dropout on" in md
+    page = (run_folder / "report.html").read_text()
+    assert "**" not in page and 'id="3-search-pass-2"' in page and "<strong>Status: completed</strong>" in page
+    assert page.count("data:image/png;base64,") == md.count("![") and "src=\"" not in page.replace(
+        'src="data:image/png;base64,', "")  # every figure embedded: one self-contained file
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium package (.ci/run installs it)")
+def test_the_report_renders_in_a_real_browser_within_the_page_and_with_every_image(run_folder, tmp_path):
+    import subprocess
+
+    page = (run_folder / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body></html>", MEASURE + "</body></html>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+             "--window-size=1280,900"]
+    out = subprocess.run([_chromium(), *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False).stdout
+    found = __import__("re").search(r'<pre id="measurements">(.*?)</pre>', out)
+    assert found, out[-500:]
+    m = json.loads(found.group(1).replace("&quot;", '"'))
+    assert m["scroll_width"] <= m["width"] and m["overflowing"] == [], m  # wide tables scroll inside their box
+    assert m["images"] == page.count("data:image/png;base64,") and m["broken"] == 0, m
+    assert m["anchors"] == 0, m  # every contents link has its heading
+    shot = tmp_path / "shot.png"  # and it paints: a real screenshot of the top of the page
+    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", (run_folder / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=False)
+    assert shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 10_000

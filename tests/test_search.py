@@ -33,7 +33,7 @@ def space_of(**table):
 
 
 def write_recipe(path: Path, *, trials: int, fine: int, epochs: int = 2, batch_size: int = 16,
-                 source: str = "iris", space: str = "") -> Path:
+                 source: str = "iris", space: str = "", population: int = 0) -> Path:
     """A recipe file for the subprocess tests (a small batch makes a trial take a measurable time)."""
     path.write_text(f"""
 name = "s"
@@ -51,6 +51,7 @@ coarse_epochs = {epochs}
 fine_trials = {fine}
 fine_epochs = {epochs}
 top_k = 2
+population = {population}
 {space}
 """)
     return path
@@ -230,8 +231,10 @@ def test_jobs_seeds_ensemble_and_pruning(tmp_path):
 
 
 def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
-    """SIGKILL a search after some trials; --resume keeps them, reruns the one left running, completes the count."""
-    recipe = write_recipe(tmp_path / "r.toml", trials=10, fine=2, epochs=2, batch_size=16, source="digits")
+    """SIGKILL a search after its first population of trials: --resume keeps the finished ones (each member is told
+    as it finishes), reruns those left running (the unfinished members of the population cut), completes the count."""
+    recipe = write_recipe(tmp_path / "r.toml", trials=10, fine=2, epochs=2, batch_size=16, source="digits",
+                          population=4)  # populations of 4, 4 and 2 coarse trials: the kill comes after the first
     runs = tmp_path / "runs"
     before = sigkill_after_trials(["search", str(recipe), "--runs-dir", str(runs), "-q"], runs,
                                   "*-s-search/trials.csv", complete=3, timeout=120)
@@ -248,9 +251,8 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):
     assert (counts == 1).all() and len(counts) == 12  # all 10 coarse + 2 fine slots, each once
     assert after.state.isin(FINISHED).all()
     left = after[after.reason.fillna("").str.contains("left running")]
-    assert len(left) <= 1  # the trial the kill interrupted, queued again under a new number
-    if len(left):
-        assert "retried as trial" in left.reason.iloc[0]
+    # the trials the kill interrupted (the unfinished members of a population), each queued again under a new number
+    assert len(left) <= 12 - len(before) and left.reason.str.contains("retried as trial").all()
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
@@ -359,7 +361,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
 
     ctrl_c_in_training(monkeypatch, 3)  # while the third trial trains
     recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
-                             "search.fine_epochs": 2})
+                             "search.fine_epochs": 2, "search.population": 1})  # one trial at a time
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Interrupted, match="2 of 6 trials finished"):
         search(recipe, runs_dir="runs")  # a relative runs folder: the resume below runs from another folder
@@ -384,11 +386,48 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_finishes_it(tmp_path, mo
         resume(run)
 
 
+def test_ctrl_c_in_a_population_keeps_its_finished_members_and_resume_reruns_the_others(tmp_path, monkeypatch,
+                                                                                        one_thread):
+    """Five coarse trials as one population; Ctrl-C once two members are told: they are kept, the three others
+    are queued again and rerun by --resume, each slot once."""
+    import dlrecipe.search.population as P
+    from dlrecipe.errors import Interrupted
+    from dlrecipe.search import resume, search
+
+    real = P.train_population
+
+    def cut(*args, on_done, **kwargs):
+        told = []
+
+        def done(k, result):
+            on_done(k, result)
+            told.append(k)
+            if len(told) == 2:
+                raise KeyboardInterrupt
+        return real(*args, on_done=done, **kwargs)
+
+    monkeypatch.setattr(P, "train_population", cut)
+    recipe = small_recipe(**{"search.trials": 5, "search.coarse_epochs": 2, "search.fine_trials": 1,
+                             "search.fine_epochs": 2, "search.population": 5})
+    with pytest.raises(Interrupted, match="2 of 6 trials finished"):
+        search(recipe, runs_dir=tmp_path)
+    (run,) = tmp_path.iterdir()
+    before = pd.read_csv(run / "trials.csv")
+    assert (before.state == "complete").sum() == 2 and (before.state == "failed").sum() == 3
+    monkeypatch.setattr(P, "train_population", real)
+    result = resume(run)
+    after = pd.DataFrame(result.trials)
+    assert result.summary["status"] == "completed" and len(slot_counts(after)) == 6
+    assert (slot_counts(after) == 1).all() and result.summary["trials"]["retried"] == 3
+    kept = after.set_index("number").loc[before[before.state == "complete"].number]
+    assert kept.best_val_loss.tolist() == pytest.approx(before[before.state == "complete"].best_val_loss.tolist())
+
+
 def test_a_trial_whose_database_heartbeat_stops_is_queued_again(tmp_path, monkeypatch):
     """A lost machine: its trial is failed after the grace period and queued again with the same slot and params."""
     import optuna
 
-    import dlrecipe.search as S
+    import dlrecipe.search.storage as S
 
     monkeypatch.setattr(S, "HEARTBEAT_S", 1)
     monkeypatch.setattr(S, "GRACE_S", 2)
@@ -449,7 +488,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
     """A --worker and the leader join one study: together they run exactly the requested trials, none twice."""
     import optuna
 
-    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits")
+    recipe = write_recipe(tmp_path / "r.toml", trials=8, fine=2, epochs=2, batch_size=16, source="digits",
+                          population=2)  # populations of 2: a busy machine cannot let one process claim them all
     base = [sys.executable, "-m", "dlrecipe", "search", str(recipe), "--storage", postgres, "--study", "shared"]
     worker = subprocess.Popen([*base, "--worker", "--runs-dir", str(tmp_path / "w")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ONE_THREAD)

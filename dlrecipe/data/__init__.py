@@ -15,11 +15,11 @@ _NAMES = {
     "Data": "prepare", "Transform": "prepare", "load_data": "prepare", "load_raw": "prepare",
     "resolve_source": "prepare", "is_hook": "prepare", "batches": "prepare", "epoch_batches": "prepare",
     "eval_batches": "prepare", "_preprocess": "prepare", "fit_preprocess": "prepare",
-    "apply_preprocess": "prepare",
+    "apply_preprocess": "prepare", "withheld_test_split": "prepare",
     "StreamedX": "stream", "Examples": "stream",
 }
 
-__all__ = sorted(n for n in _NAMES if not n.startswith("_"))
+__all__ = [n for n in _NAMES if not n.startswith("_")]  # built from _NAMES
 
 
 def __getattr__(name: str):

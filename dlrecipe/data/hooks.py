@@ -63,7 +63,7 @@ def load_hook(spec: str, cfg: dict, seed: int, task: str, recipe_path: Path | No
         out = func(dict(cfg), seed)
     except UserError:
         raise
-    except Exception as e:  # the user's code failing is bad input: one line, no traceback
+    except Exception as e:  # noqa: BLE001 -- the user's code failing is bad input: one line, no traceback
         raise DataError(f"{where} raised {type(e).__name__}: {e}") from None
     if isinstance(out, dict):
         unknown = sorted(set(out) - {"train", "val", "test"})

@@ -138,8 +138,8 @@ def read_imagefolder(root: Path, cfg: dict, task: str, *, labelled: bool = True)
             x = Examples(ImageFiles([f for f, _ in good], labels, size, channels), (channels, *size))
         parts[split] = (x, labels)
         ids[split] = np.array([str(f.relative_to(root)) for f, _ in good])
-    notes = [f"{sum(len(p[1]) for p in parts.values())} images of {channels}x{size[0]}x{size[1]}"
-             f" ({'in memory' if in_memory else 'streamed from disk'})"]
+    notes = [(f"{sum(len(p[1]) for p in parts.values())} images of {channels}x{size[0]}x{size[1]}"
+              f" ({'in memory' if in_memory else 'streamed from disk'})")]
     if skipped:
         names = ", ".join(str(p.relative_to(root)) for p in skipped[:3])
         notes.append(f"{len(skipped)} image(s) that Pillow cannot read were skipped: {names}"

@@ -9,6 +9,7 @@ The fitted transform is saved with every model, so `dlrecipe predict` applies ex
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,58 @@ def _split(raw: RawData, split: list[float], task: str, seed: int) -> dict[str, 
     return parts
 
 
+def select_classes(raw: RawData, keep: list[int], task: str) -> RawData:
+    """data.classes_only: the rows of these labels in every split, relabelled 0..k-1 in the order given (class names
+    kept), so a network trained on some classes can be transferred to the others."""
+    from dataclasses import replace
+
+    if not keep:
+        return raw
+    if task != "classification":
+        raise RecipeError("data.classes_only is for task = 'classification'")
+    present = set(np.unique(raw.y).tolist())
+    missing = [c for c in keep if c not in present]
+    if missing:
+        raise DataError(f"data.classes_only = {keep}: no example has label {missing} (labels present: "
+                        f"{sorted(present)})")
+    new_label = np.full(max(max(present), max(keep)) + 1, -1, dtype=np.int64)
+    new_label[keep] = np.arange(len(keep))
+    parts = {}
+    ids = dict(raw.ids)
+    for x_name, y_name, id_names in (("x", "y", ("all", "train")), ("x_val", "y_val", ("val",)),
+                                     ("x_test", "y_test", ("test",))):
+        y = getattr(raw, y_name)
+        if y is None:
+            continue
+        rows = np.flatnonzero(np.isin(y, keep))
+        parts[x_name], parts[y_name] = _take(getattr(raw, x_name), rows), new_label[y[rows]]
+        for n in id_names:
+            if n in ids and len(ids[n]) == len(y):
+                ids[n] = ids[n][rows]
+    names = raw.classes or [str(i) for i in range(len(new_label))]
+    return replace(raw, **parts, ids=ids, classes=[names[c] for c in keep],
+                   notes=raw.notes + [f"data.classes_only: kept classes {[names[c] for c in keep]}, "
+                                      f"relabelled 0..{len(keep) - 1}"])
+
+
+def subsample_train(part: tuple[Any, np.ndarray, np.ndarray], n: int | None, task: str, seed: int):
+    """data.max_train: (a stratified random sample (by seed) of n training examples, the other training inputs
+    without their labels, or None when all n are kept)."""
+    from sklearn.model_selection import train_test_split
+
+    x, y, ids = part
+    if n is None or n >= len(y):
+        return part, None
+    rows = np.arange(len(y))
+    try:
+        rows, rest = train_test_split(rows, train_size=n, random_state=seed,
+                                      stratify=y if task == "classification" else None)
+    except ValueError as e:  # fewer examples than classes
+        raise DataError(f"data.max_train = {n}: {e}") from None
+    rows = np.sort(rows)
+    return (_take(x, rows), y[rows], ids[rows]), _take(x, np.sort(rest))
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -278,6 +331,7 @@ class Data:
     notes: list[str] = field(default_factory=list)            # rows dropped, files skipped, layout changes
     columns: list[dict] = field(default_factory=list)         # tables: how each source column is encoded
     image: dict | None = None                                  # image folders: size and channels
+    x_unlabelled: torch.Tensor | None = None   # data.max_train: the other training inputs ([pretrain] uses them)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -288,8 +342,9 @@ class Data:
         return isinstance(self.x_train, StreamedX)
 
     def to(self, device: torch.device | str) -> Data:
-        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            setattr(self, name, getattr(self, name).to(device))
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unlabelled"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
     def in_memory(self, n_train: int, n_val: int, seed: int = 0) -> Data:
@@ -338,7 +393,7 @@ def load_data(recipe, device: torch.device | str = "cpu", *, one_class_ok: bool 
     one_class_ok: sanity loads one-class data to fail its labels check (exit 1) with the evidence; every other
     command refuses it here (exit 2)."""
     d = recipe.section("data")
-    raw = load_raw(recipe)
+    raw = select_classes(load_raw(recipe), d.get("classes_only") or [], recipe.task)
     if len(raw.y) < 10 and raw.x_val is None:
         raise DataError(f"data.source {d['source']!r} has {len(raw.y)} examples: at least 10 are needed to split")
     if recipe.task == "classification" and raw.y.dtype.kind == "f":
@@ -346,6 +401,7 @@ def load_data(recipe, device: torch.device | str = "cpu", *, one_class_ok: bool 
     if recipe.task == "classification" and not one_class_ok:
         _check_classes(d["source"], raw)
     parts = _split(raw, d["split"], recipe.task, recipe["seed"])
+    parts["train"], unlabelled = subsample_train(parts["train"], d.get("max_train"), recipe.task, recipe["seed"])
     notes = list(raw.notes) + _constant_columns(parts["train"][0])
     transform = fit_transform(d, parts["train"][0], notes)
     xs = {}
@@ -354,7 +410,7 @@ def load_data(recipe, device: torch.device | str = "cpu", *, one_class_ok: bool 
             xs[name] = StreamedX(x, transform, "cpu", d.get("workers"))
         else:
             xs[name] = torch.as_tensor(transform(x))
-    img_augs = {"hflip", "crop", "cutout"} & set(d["augment"])
+    img_augs = {"hflip", "crop", "cutout", "resized_crop", "pca_colour"} & set(d["augment"])
     if img_augs and len(xs["train"].shape) != 4:
         raise DataError(f"data.augment {sorted(img_augs)} needs images (C, H, W); the data has shape "
                         f"{list(xs['train'].shape[1:])}: set data.shape or drop these augmentations")
@@ -378,7 +434,29 @@ def load_data(recipe, device: torch.device | str = "cpu", *, one_class_ok: bool 
     data = Data(xs["train"], t(ys["train"]), xs["val"], t(ys["val"]), xs["test"], t(ys["test"]), recipe.task,
                 num_outputs, raw.classes, mean, std, transform, {k: v[2] for k, v in parts.items()}, notes, columns,
                 raw.image)
-    return data.to(device)
+    if unlabelled is not None and not isinstance(unlabelled, Examples) and len(unlabelled):
+        data.x_unlabelled = torch.as_tensor(transform(unlabelled))
+    return _unless_withheld(data.to(device))
+
+
+_TEST_WITHHELD = {"on": False}  # set by withheld_test_split(): load_data returns an empty test split
+
+
+@contextlib.contextmanager
+def withheld_test_split():
+    """Inside this block load_data gives an empty test split (same train and validation examples, same classes):
+    `dlrecipe run`'s passes select on validation only and the test split is read once, at the very end."""
+    before, _TEST_WITHHELD["on"] = _TEST_WITHHELD["on"], True
+    try:
+        yield
+    finally:
+        _TEST_WITHHELD["on"] = before
+
+
+def _unless_withheld(data: Data) -> Data:
+    if _TEST_WITHHELD["on"]:
+        data.x_test, data.y_test = data.x_test[:0], data.y_test[:0]
+    return data
 
 
 # ----------------------------------------------------------------------------- minibatches

@@ -62,7 +62,7 @@ class Examples:
             return self.dataset[int(self.indices[i])]
         except DataError:
             raise
-        except Exception as e:  # the user's Dataset raising is bad input, said in one line
+        except Exception as e:  # noqa: BLE001 -- the user's Dataset raising is bad input, said in one line
             raise DataError(f"the Dataset's item {int(self.indices[i])} raised {type(e).__name__}: {e}") from None
 
     def read(self, i: int) -> np.ndarray:
@@ -114,7 +114,7 @@ class _EpochBatches(torch.utils.data.Sampler):
             yield b.tolist()
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return (self.n + self.batch_size - 1) // self.batch_size
 
 
 class StreamedX:

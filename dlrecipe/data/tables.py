@@ -127,8 +127,6 @@ def categorical_columns(frame, named: list[str]) -> list[str]:
 
 def _as_object(frame, cats: list[str]):
     """Category values as strings with NaN for blanks (pandas' string and boolean blanks vary: None, pd.NA)."""
-    import pandas as pd
-
     out = frame.copy()
     for c in cats:
         values = out[c].astype(object)

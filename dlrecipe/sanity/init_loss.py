@@ -12,10 +12,13 @@ from .base import INPUT_SCALE_WARN, Check, _outputs, _seeded_rows, _status, chec
 
 NAME = "init_loss"
 INIT_LOSS_BATCHES = 4          # minibatches averaged for the loss at initialisation
-INIT_LOSS_WARN = 1.5           # observed - expected above this (nats; regression: target variances): warn. Exactly
+INIT_LOSS_WARN = 1.5           # classification: observed - expected above this (nats): warn. Exactly
                                # log C needs zero logits; He/Xavier init gives logits of std ~1-1.5, 0.3-1 nat above
 INIT_LOSS_FAIL = 4.0           # above this: fail (logits of std > ~3: init far too large or unnormalised inputs)
 INIT_LOSS_LOW = 0.5            # observed / expected below this: warn (the model "knows" the labels before training)
+INIT_LOSS_WARN_REG = 3.0       # regression (MSE on the standardised target): the excess is the outputs' variance at
+INIT_LOSS_FAIL_REG = 9.0       # init; warn above std ~1.7 target stds, fail above 3 (as logits of std > ~3). A
+                               # Xavier output layer over 128 He-initialised ReLUs gives std ~1.2 (excess ~1.5)
 
 def expected_init_loss(data, loss_fn: nn.Module, y: torch.Tensor, output_bias: str = "zero") -> tuple[float, str]:
     """The loss a model that knows nothing should have on labels y: log C, the prior's entropy, or the mean's loss."""
@@ -63,13 +66,15 @@ def check_init_loss(model: nn.Module, data, tr: dict, *, batch_size: int, output
     details = {"loss": loss, "expected": expected, "excess": excess, "ratio": ratio, "loss_regularised": reg_loss,
                "penalty": penalty, "input_rms": input_rms(x)}
     observed = f"{loss:.4g} (with the recipe's regularisation {reg_loss:.4g}: L2/L1 penalty {penalty:.3g}, dropout)"
-    expected_txt = f"{expected:.4g} = {what}; pass up to {INIT_LOSS_WARN:g} above (fail {INIT_LOSS_FAIL:g})"
+    warn_at, fail_at = ((INIT_LOSS_WARN, INIT_LOSS_FAIL) if data.task == "classification"
+                        else (INIT_LOSS_WARN_REG, INIT_LOSS_FAIL_REG))
+    expected_txt = f"{expected:.4g} = {what}; pass up to {warn_at:g} above (fail {fail_at:g})"
     if not math.isfinite(loss):
         return Check("init_loss", "fail", "NaN/Inf", expected_txt,
                      "the loss is NaN/Inf before any update: check the inputs for NaN/Inf and the init scale",
                      details=details)
     advice = ""
-    if excess > INIT_LOSS_WARN:
+    if excess > warn_at:
         advice = (f"the initial loss is {excess:.3g} above the expected value: the outputs are too large at init; "
                   + (f"the inputs are not normalised (RMS {details['input_rms']:.3g}): set data.preprocess = "
                      f"'standardize'" if details["input_rms"] > INPUT_SCALE_WARN else
@@ -77,7 +82,7 @@ def check_init_loss(model: nn.Module, data, tr: dict, *, batch_size: int, output
     elif ratio < INIT_LOSS_LOW:
         advice = (f"the initial loss is only {ratio:.2f}x the expected value: the model predicts the labels before "
                   f"training; check for a label leaking into the inputs, or a wrong loss")
-    status = _status(excess > INIT_LOSS_FAIL, excess > INIT_LOSS_WARN or ratio < INIT_LOSS_LOW)
+    status = _status(excess > fail_at, excess > warn_at or ratio < INIT_LOSS_LOW)
     if own_init and status == "fail" and details["input_rms"] <= INPUT_SCALE_WARN:
         # the user's factory chose this init (model.init = 'auto' keeps it): large initial outputs slow the start
         # but are a choice, not a broken setup; overfit_small tells whether it still trains

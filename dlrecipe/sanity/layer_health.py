@@ -78,6 +78,7 @@ def layer_health(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
         row = {
             "layer": i + 1, "name": names.get(lay, "?"), "kind": type(lay).__name__, "desc": _describe(lay),
             "activation": type(act_mod).__name__ if act_mod is not None else "output",
+            "activation_module": names.get(act_mod, "") if act_mod is not None else "",
             "units": u.shape[0], "weight_std": float(w.std(unbiased=False)) if w.numel() > 1 else 0.0,
             "weights_equal": bool(w.numel() > 1 and float(w.max() - w.min()) == 0.0),
             "weight_value": float(w.flatten()[0]),
@@ -211,11 +212,25 @@ def check_layer_health(model: nn.Module, data, tr: dict, *, seed: int = 0) -> tu
     idx = _seeded_rows(len(data.x_train), n, seed, data.x_train.device)
     x = data.x_train[idx]
     rows = layer_health(model, x, data.y_train[idx], loss_function(data.task, tr), data.task)
+    add_hidden_unit_columns(model, x, rows)
     status, observed, advice = judge_layers(rows, input_rms(x))
     expected = (f"saturated < {SATURATED_WARN:.0%}, dead < {DEAD_WARN:.0%}, no identical units, std ratio last/first "
                 f"{COLLAPSE_WARN:g}-{EXPLODE_WARN:g}, gradient ratio {GRAD_RATIO_WARN:g}-{1 / GRAD_RATIO_WARN:g}")
     return Check("layer_health", status, observed, expected, advice, details={"input_rms": input_rms(x)}), rows
 
+
+
+def add_hidden_unit_columns(model: nn.Module, x: torch.Tensor, rows: list[dict]) -> None:
+    """layers.csv gains lecture 002's hidden-unit measures (health.py: sparsity across samples, mean |correlation|
+    between units, correlated and input-ignoring units) for each layer's activation; shown, not judged at init
+    (the train summary judges them after training)."""
+    from ..health import hidden_unit_health
+
+    stats = {r["name"]: r for r in hidden_unit_health(check_copy(model), x)[0]}
+    for row in rows:
+        h = stats.get(row.get("activation_module", ""))
+        for key in ("sparsity", "mean_abs_corr", "correlated_units", "ignoring_units"):
+            row[key] = h[key] if h is not None else math.nan
 
 
 def run(ctx) -> Check:

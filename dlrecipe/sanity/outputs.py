@@ -24,7 +24,8 @@ def merge_layer_columns(rows: list[dict], checks: list[Check]) -> None:
 
 LAYER_COLUMNS = ["layer", "name", "desc", "kind", "activation", "units", "weight_std", "pre_std", "act_mean", "act_std",
                  "saturated", "zero_frac", "dead", "constant", "duplicate", "grad_norm", "rel_grad", "update_ratio",
-                 "gradcheck_max_error"]
+                 "gradcheck_max_error", "activation_module", "sparsity", "mean_abs_corr", "correlated_units",
+                 "ignoring_units"]
 
 
 def write_outputs(result: SanityResult, task: str) -> None:
