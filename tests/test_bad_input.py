@@ -173,6 +173,21 @@ CASES = {
                                  ["train.lr"]),
     "python_no_factory": lambda t: ([R, recipe(t, model={"kind": "python"})], ["model.factory", "module:function"]),
     "set_no_equals": lambda t: ([R, recipe(t), "--set", "train.lr"], ["--set", "KEY=VALUE"]),
+    # ---- keys of transfer learning, pre-training, test-time averaging, population search
+    "pretrained_missing": lambda t: ([R, recipe(t, model={"pretrained": str(t / "nope.pt")})], ["nope.pt"]),
+    "pretrained_garbage": lambda t: ([R, recipe(t, model={"pretrained": str(_csv(t, b"not a model") and
+                                                                             _rename(t / "t.csv", "w.pt"))})],
+                                     ["w.pt"]),
+    "pretrained_pickle": lambda t: ([R, recipe(t, model={"pretrained": str(_pickled(t))})],
+                                    ["evil.pt", "could run code: refused"]),
+    "classes_only_range": lambda t: ([R, recipe(t, data={"classes_only": [7, 9]})], ["classes_only"]),
+    "max_train_zero": lambda t: ([R, recipe(t, data={"max_train": 0})], ["data.max_train"]),
+    "freeze_unknown": lambda t: ([R, recipe(t, train={"freeze": [99]})], ["train.freeze"]),
+    "tta_unknown": lambda t: ([R, recipe(t, test={"tta": ["spin"]})], ["test.tta"]),
+    "mc_dropout_negative": lambda t: ([R, recipe(t, test={"mc_dropout": -1})], ["test.mc_dropout"]),
+    "pool_ratio_big": lambda t: ([R, recipe(t, model={"pool_ratio": 1.5})], ["model.pool_ratio"]),
+    "population_negative": lambda t: ([R, recipe(t, search={"population": -1})], ["search.population"]),
+    "pretrain_lr_nan": lambda t: ([R, recipe(t), "--set", "pretrain.lr=nan"], ["pretrain.lr", "finite"]),
     # ---- recipe files
     "recipe_missing": lambda t: ([R, t / "nope.toml"], ["not found"]),
     "recipe_binary": lambda t: ([R, _csv(t, bytes(range(256)))], ["not a text file"]),
@@ -335,6 +350,23 @@ def _truncate(folder: Path, name: str) -> Path:
     data = (folder / name).read_bytes()
     (folder / name).write_bytes(data[: len(data) // 2])
     return folder
+
+
+def _rename(path: Path, name: str) -> Path:
+    return path.rename(path.with_name(name))
+
+
+class _Evil:
+    def __reduce__(self):  # what a malicious model file does: run code when unpickled
+        return (print, ("pwned",))
+
+
+def _pickled(tmp: Path) -> Path:
+    """A .pt file holding a pickled object that runs code when loaded without weights_only."""
+    import torch
+
+    torch.save({"layer": _Evil()}, tmp / "evil.pt")
+    return tmp / "evil.pt"
 
 
 def _mkdir(path: Path) -> Path:

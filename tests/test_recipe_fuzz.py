@@ -39,7 +39,7 @@ def _check(flat: dict) -> None:
         if spec.type == "int" and v is not None:
             assert isinstance(v, int) and not isinstance(v, bool), (key, v)
         if spec.choices and v is not None:
-            assert v in spec.choices, (key, v)
+            assert all(x in spec.choices for x in (v if isinstance(v, list) else [v])), (key, v)
     again = validate(flatten(tomllib.loads(r.to_toml())))
     assert again.values == r.values
 
@@ -60,12 +60,14 @@ def _near(key: str):
     """Values of a key's own type around its allowed range (and a few past it): many of these recipes validate."""
     spec = SCHEMA[key]
     if spec.choices:
-        return st.sampled_from([*spec.choices, spec.choices[0] + "x"])
-    return {"int": st.integers(-2, 300), "bool": st.booleans(), "str": st.text(max_size=8),
+        one = st.sampled_from([*spec.choices, spec.choices[0] + "x"])
+        return st.lists(one, max_size=2) if spec.type.startswith("list") else one
+    return {"list[int|str]": st.lists(st.one_of(st.integers(-2, 5), st.text(max_size=4)), max_size=2),
+            "int": st.integers(-2, 300), "bool": st.booleans(), "str": st.text(max_size=8),
             "float": st.one_of(st.floats(-0.5, 2.0), st.sampled_from([math.nan, math.inf, 1e-9, 100.0, 1e6])),
             "list[int]": st.lists(st.integers(-1, 64), max_size=3), "list[float]": st.lists(st.floats(0, 1), max_size=3),
             "list[str]": st.lists(st.sampled_from(["hflip", "mixup", "crop", "a", ""]), max_size=2),
-            "table": st.just({})}[spec.type]
+            "table": st.just({})}.get(spec.type, values)  # a type added later: any value
 
 
 SIMPLE = sorted(k for k in SCHEMA if k not in ("data.source", "data.format", "model.factory"))
