@@ -26,6 +26,7 @@ from dlrecipe.errors import UserError
 from dlrecipe.runs import CsvLog, list_runs, new_run_dir, read_json, write_json
 
 from .conftest import small_recipe
+from .test_search import postgres  # noqa: F401 - the throwaway PostgreSQL server fixture
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 KILLS = {"survived": 0}  # kill points survived in this session (the README quotes the count)
@@ -415,3 +416,22 @@ def test_html_output_escapes_everything_from_a_recipe_or_a_csv(tmp_path):
     for raw in ("<script>", "<img src=x", "<img src=y", "<b>bold", "<iframe"):
         assert raw not in page, raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.slow
+def test_a_storage_password_is_kept_only_in_the_owner_only_search_json(tmp_path, postgres, one_thread):
+    """A real PostgreSQL search with a password in its URL (the server trusts localhost, so any password works):
+    the password is in none of the output, summaries, logs or the report; search.json keeps it for --resume,
+    readable by its owner only."""
+    url = postgres.replace("postgres@", "postgres:s3cret@")
+    recipe = write_recipe(tmp_path / "r.toml", trials=2, fine=1, source="iris")
+    res = _cli("search", recipe, "--storage", url, "--study", "pw", "--runs-dir", tmp_path / "runs", "-q")
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    report = _cli("report", run)
+    assert report.exit_code == 0, report.output
+    assert "s3cret" not in res.output + report.output + _cli("runs", "--runs-dir", tmp_path / "runs").output
+    assert "postgres:***@" in read_json(run / "summary.json")["storage"]
+    leaks = [p for p in run.rglob("*") if p.is_file() and b"s3cret" in p.read_bytes()]
+    assert leaks == [run / "search.json"]
+    assert (run / "search.json").stat().st_mode & 0o077 == 0
