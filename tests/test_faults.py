@@ -389,6 +389,15 @@ def test_every_model_file_is_loaded_with_weights_only():
         assert "weights_only=True" in m.group(0), (path, m.group(0))
 
 
+def test_every_model_file_is_saved_atomically():
+    """grep: each torch.save in dlrecipe writes the temporary file of dlrecipe.atomic.replace (then renamed)."""
+    root = Path(__file__).resolve().parents[1] / "dlrecipe"
+    lines = [(p, line) for p in root.rglob("*.py") for line in p.read_text().splitlines() if "torch.save(" in line]
+    assert lines
+    for path, line in lines:
+        assert "replace" in line and "tmp" in line, (path, line)
+
+
 def test_a_storage_password_never_reaches_env_json_or_the_output(tmp_path, monkeypatch):
     from dlrecipe.runs import environment
 
