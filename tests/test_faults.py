@@ -429,7 +429,7 @@ def test_html_output_escapes_everything_from_a_recipe_or_a_csv(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_storage_password_is_kept_only_in_the_owner_only_search_json(tmp_path, postgres, one_thread):
+def test_a_storage_password_is_kept_only_in_the_owner_only_search_json(tmp_path, postgres, one_thread):  # noqa: F811
     """A real PostgreSQL search with a password in its URL (the server trusts localhost, so any password works):
     the password is in none of the output, summaries, logs or the report; search.json keeps it for --resume,
     readable by its owner only."""
