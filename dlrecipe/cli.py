@@ -44,6 +44,7 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
     from . import runs
 
     runs.STARTED.clear()
+    _PENDING.clear()
     try:
         code = body()
     except UserError as e:
@@ -71,6 +72,8 @@ def _guard(debug: bool, body: Callable[[], int | None]) -> None:
         err.print(plain(text if text.startswith("interrupted") else f"interrupted: {text}"), highlight=False,
                   soft_wrap=True)
         raise typer.Exit(130) from None
+    for message in _PENDING:  # after the result, and never beside a one-line error
+        err.print(f"[yellow]warning:[/] {plain(message)}", highlight=False, soft_wrap=True)
     if code:
         raise typer.Exit(code)
 
@@ -84,8 +87,11 @@ def _load(recipe: Path, sets: list[str] | None, seed: int | None):
     r = load(recipe, overrides)
     from .threads import configure  # CPU threads that fit the model, and a warning on a busy machine (issue 15)
 
-    configure(r, say=lambda m: err.print(f"[yellow]warning:[/] {plain(m)}", highlight=False))
+    configure(r, say=_PENDING.append)  # said when the command has run: an error stays one line
     return r
+
+
+_PENDING: list[str] = []  # warnings said after the command's result (the busy-machine one)
 
 
 @app.command()

@@ -1,8 +1,8 @@
 """`dlrecipe run`: the whole babysitting recipe in one command, each step feeding the next (lecture 003).
 
-    1-sanity         check the initial loss, gradients, layer health; overfit a small sample          (sanity.py)
-    2-lr-find        find a learning rate that makes the loss go down, and a range around it          (lr-find.py)
-    3-search         coarse random search around that range, then the refined longer trials          (search.py)
+    1-sanity         check the initial loss, gradients, layer health; overfit a small sample          (sanity/)
+    2-lr-find        find a learning rate that makes the loss go down, and a range around it          (lr_find.py)
+    3-search         coarse random search around that range, then the refined longer trials          (search/)
     3-search-pass<k> step 7, "go to step 5": the previous pass's selected trial is diagnosed and, when a
                      finding is actionable, the search runs again with the change it calls for       (passes.py)
     4-seeds          with a budget, what the passes left: the selected configuration from more seeds

@@ -1,9 +1,14 @@
 """Shared fixtures: small recipes built in code, CLI runner, a CSV file for the CSV recipe."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
+# small models on one torch thread each (the README's advice on a busy 2-core machine); the thread policy that
+# applies when OMP_NUM_THREADS is not set, and its busy-machine warning, are tested in test_threads.py
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pandas as pd
 import pytest
 

@@ -466,3 +466,23 @@ def test_predict_uses_a_searchs_selected_trial(tmp_path, one_thread):
     assert (test["prediction"] == test["target"]).mean() == pytest.approx(res.summary["test_acc"])
     pred = predict(res.run_dir, csv, output=tmp_path / "p.csv").table.set_index("row").loc[test["row"]]
     assert (pred["prediction"].to_numpy() == test["prediction"].to_numpy()).all()
+
+
+def test_search_on_a_model_whose_forward_fails_is_one_line_before_any_trial(tmp_path):
+    (tmp_path / "badnet.py").write_text(
+        "import torch.nn as nn\n\ndef make(shape, n_out):\n"
+        "    return nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, n_out))  # expects 10 inputs\n")
+    path = _recipe(tmp_path, '[data]\nsource = "iris"\n[model]\nkind = "python"\nfactory = "badnet:make"\n')
+    res = _cli("search", path, "--runs-dir", tmp_path / "runs", "-q")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "forward pass fails in layer '0' (Linear 10->8)" in res.output and "[8, 4]" in res.output
+    assert not (tmp_path / "runs").exists()  # no trial ran, no folder left
+
+
+def test_an_id_column_read_as_a_category_is_named(tmp_path):
+    df = _messy_table()
+    df["name"] = [f"penguin {i}" for i in range(len(df))]  # one value per row
+    df.to_csv(tmp_path / "t.csv", index=False)
+    d = load_data(validate({"data.source": str(tmp_path / "t.csv"), "data.target": "label"}))
+    assert any(n.startswith("column 'name' has") and "data.drop = ['name']" in n for n in d.notes)
+    assert not any("'colour' has" in n for n in d.notes)

@@ -40,3 +40,20 @@ def test_configure_sets_the_threads_and_keeps_omp_num_threads(monkeypatch):
         assert T.configure(small_recipe(), (4,)) is None  # the user's choice
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_busy_machine_warning_comes_after_the_result_and_never_beside_an_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    import dlrecipe.threads as T
+    from dlrecipe.cli import app
+
+    from .conftest import ROOT
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(T, "load_average", lambda: 8.0)  # 4x the cores
+    recipe = str(ROOT / "recipes" / "digits_mlp.toml")
+    bad = CliRunner().invoke(app, ["validate", recipe, "--set", "train.lr=-1"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "busy" not in bad.output
+    ok = CliRunner().invoke(app, ["validate", recipe])
+    assert ok.exit_code == 0 and ok.output.strip().splitlines()[-1].startswith("warning: the machine is busy")

@@ -179,8 +179,11 @@ def fit_transform(d: dict, x_train, task_notes: list[str]) -> Transform:
     elif _is_frame(x_train):
         from .tables import fit_encoder
 
+        from .tables import many_valued
+
         t.encoder = fit_encoder(x_train, list(d.get("categorical") or []))
         have = [len(t.encoder.get_feature_names_out())]
+        task_notes += many_valued(t.encoder, len(x_train))
     else:
         have = list(x_train.shape[1:])
         t.raw_shape = have

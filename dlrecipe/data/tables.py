@@ -19,6 +19,7 @@ CONTINUOUS_MIN_VALUES = 20     # a numeric target with more distinct values than
 CONTINUOUS_SINGLETONS = 0.10   # ... of which at least this fraction occur once, or that are not integers,
                                # looks continuous: refused under task = "classification"
 MISSING = ("impute", "drop", "error")
+MANY_VALUES = 100              # a category column with more distinct values than this is named in a note
 
 
 def _is_categorical(col) -> bool:
@@ -154,6 +155,20 @@ def fit_encoder(frame, categorical: list[str]):
     encoder = ColumnTransformer(parts, sparse_threshold=0.0, verbose_feature_names_out=True)
     encoder.fit(_as_object(frame, cats))
     return encoder
+
+
+def many_valued(encoder, rows: int) -> list[str]:
+    """Notes for category columns with more than MANY_VALUES distinct values, or one per row: names, ids or free
+    text, whose one-hot columns a model can only memorise."""
+    notes = []
+    for name, trans, cols in encoder.transformers_:
+        if name != "cat":
+            continue
+        for col, cats in zip(cols, trans[-1].categories_):
+            if len(cats) > MANY_VALUES or (rows >= 20 and len(cats) >= 0.9 * rows):
+                notes.append(f"column '{col}' has {len(cats)} distinct values in {rows} training rows: an id, a name "
+                             f"or free text? Its one-hot columns can only be memorised (data.drop = ['{col}'])")
+    return notes
 
 
 def _categories_of(encoder) -> list[str]:

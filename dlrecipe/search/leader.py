@@ -49,7 +49,11 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
     lr_find = read_lr_find(from_lr_find) if from_lr_find else None
     space = parse_space(recipe, lr_find)
     device = resolve_device(device)
-    load_data(recipe, device)  # a bad data source fails here, before a run folder exists
+    from ..models import build_model
+
+    # a bad data source, or a model whose forward pass fails (one line naming the layer), fails here, before a run
+    # folder exists, rather than in every trial
+    build_model(recipe, load_data(recipe, device))
     st = open_storage(storage) if storage else None  # so does a bad --storage, or a --study that exists
     if st is not None and study and study in {s.study_name for s in st.get_all_studies()}:
         raise UserError(f"--study {study!r} already exists in {_redact(storage)}: choose another name, join it "
