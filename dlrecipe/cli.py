@@ -5,6 +5,7 @@ Heavy imports (torch, pandas, matplotlib) live inside the command bodies so that
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,9 @@ TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write 
                                               "package)", show_default=False)]
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}  # a full disk, a quota, read-only, I/O
+
+
 def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, command: str | None = None) -> None:
     """Run a command body: a UserError, or an exception raised in the user's own code (a model factory, a forward
     pass), becomes one line on stderr and exit code 2 (traceback with --debug); a run folder it left running is
@@ -88,7 +92,7 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
         if debug:
             raise
         text = str(e)
-        err.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {plain(' '.join(str(e).split()))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as e:
         started = list(runs.STARTED)
@@ -96,6 +100,11 @@ def _guard(debug: bool, body: Callable[[], object], *, json_out: bool = False, c
         from .sanity.preflight import exception_words, user_frame
 
         where = user_frame(e)
+        if not debug and isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the machine's state, not a bug
+            text = f"cannot write {e.filename or 'a file'}: {e.strerror}; the files written before are intact"
+            err.print(f"[bold red]error:[/] cannot write {plain(e.filename or 'a file')}: {plain(e.strerror)}; "
+                      f"the files written before are intact", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         if debug or not where:  # not from the user's code: dlrecipe's own bug, keep the traceback
             raise
         text = f"your code raised {exception_words(e)} (at {where})"
@@ -561,6 +570,12 @@ def validate(recipe: RecipeArg, sets: SetOpt = None, debug: DebugOpt = False, js
             console.print(table)
         for note in data.notes:
             console.print(f"note: {plain(note)}", highlight=False, soft_wrap=True)
+        from .usercode import code_it_runs
+
+        code = code_it_runs(r)  # a recipe is data; these keys name Python code that runs with your rights
+        if code:
+            console.print(f"[yellow]note:[/] this recipe imports and runs {plain(', '.join(code))}",
+                          highlight=False, soft_wrap=True)
         console.print(f"[green]ok[/]: {plain(recipe)} ({r.name}: {r['task']}, data {plain(r['data.source'])}, "
                       f"model {r['model.kind']}, optimizer {r['train.optimizer']}{searched})\n"
                       f"data: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test examples "
@@ -673,7 +688,12 @@ def runs(runs_dir: RunsDirOpt = Path("runs"), limit: Annotated[int, typer.Option
     from .runs import list_runs
 
     rows = []
-    _guard(False, lambda: rows.extend(list_runs(runs_dir)[:limit]))
+
+    def body():
+        if limit < 1:
+            raise UserError(f"--limit {limit} is not allowed: at least 1 (the newest N runs)")
+        rows.extend(list_runs(runs_dir)[:limit])
+    _guard(False, body)
     if not rows:
         console.print(f"no runs under {plain(runs_dir)}", soft_wrap=True)
         return

@@ -169,12 +169,12 @@ def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int = 1, say:
     from . import search as S
     from .data import load_data
     from .recipe import flatten, validate
-    from .runs import read_json
+    from .runs import read_json_or_refuse
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--resume {str(run_dir)!r}: no such folder")
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    summary = read_json_or_refuse(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     if summary.get("command") != "run" or not (run_dir / "recipe.toml").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe run folder (no summary.json of a run and "
                         f"recipe.toml)")

@@ -31,8 +31,10 @@ def save_model(run_dir: Path, model, data, recipe, *, name: str = "model") -> No
     """model.pt plus what predict needs: model.json, preprocess.npz and (tables) encoder.skops."""
     import torch
 
+    from .atomic import replace
+
     run_dir = Path(run_dir)
-    torch.save(model.state_dict(), run_dir / f"{name}.pt")
+    replace(run_dir / f"{name}.pt", lambda tmp: torch.save(model.state_dict(), tmp))  # atomic, synced
     write_bundle(run_dir, data, recipe, [{"weights": f"{name}.pt", "model": recipe.section("model")}])
 
 
@@ -310,8 +312,12 @@ def predict(run_dir: Path, input_path: Path, *, output: Path | None = None, runs
     a new run folder runs/<time>-<name>-predict/, or to `output` when given."""
     import torch
 
+    from .atomic import replace
     from .runs import new_run_dir, write_json
 
+    if output is not None and (Path(output).is_dir() or not Path(output).parent.is_dir()):
+        raise UserError(f"--output {str(output)!r}: " + ("is a folder" if Path(output).is_dir() else
+                        "its folder does not exist") + "; expected a CSV file name in an existing folder")
     bundle = load_bundle(run_dir)
     raw_x, y, ids = read_input(input_path, bundle)
     t, want = bundle.transform, tuple(bundle.meta["input_shape"])
@@ -340,7 +346,7 @@ def predict(run_dir: Path, input_path: Path, *, output: Path | None = None, runs
         out_dir = new_run_dir(runs_dir, name, "predict")
         output = out_dir / "predictions.csv"
         summary["name"] = name
-    table.to_csv(output, index=False)
+    replace(Path(output), lambda tmp: table.to_csv(tmp, index=False))
     if out_dir is not None:
         write_json(out_dir / "summary.json", summary)
     return PredictResult(out_dir, table, summary)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import replace as replace_file
 from .errors import RecipeError
 
 
@@ -135,7 +136,8 @@ def pretrain_in(run_dir: Path, recipe, data, model: nn.Module, *, seed: int | No
 
         x = data.x_train if data.x_unlabelled is None else torch.cat([data.x_train, data.x_unlabelled])
         rows = pretrain_layers(model, x, data.x_val, cfg, recipe.section("train"), seed=seed, on_epoch=on_epoch)
-    torch.save(hidden_state(model), Path(run_dir) / "pretrain.pt")
+    state = hidden_state(model)
+    replace_file(Path(run_dir) / "pretrain.pt", lambda tmp: torch.save(state, tmp))  # atomic, synced
     plot_pretrain(rows, Path(run_dir) / "pretrain.png")
     return rows
 

@@ -371,10 +371,11 @@ def validate(flat: dict[str, Any], *, path: Path | None = None) -> Recipe:
                 extra[key[6:]] = value
                 continue
             section = key.split(".")[0]
-            if "." in key and section not in SECTIONS:
-                raise RecipeError(f"unknown table [{section}] (key {key}){_suggest(section, SECTIONS)} "
-                                  f"Allowed tables: {', '.join(SECTIONS)}")
-            raise RecipeError(f"unknown key {key}{_suggest(key, list(SCHEMA))} "
+            shown = key if key.isprintable() and key.strip() == key and key else repr(key)  # one line, visible
+            if ("." in key or isinstance(value, dict)) and section not in SECTIONS:
+                raise RecipeError(f"unknown table [{section if section.isprintable() else repr(section)}] (key "
+                                  f"{shown}){_suggest(section, SECTIONS)} Allowed tables: {', '.join(SECTIONS)}")
+            raise RecipeError(f"unknown key {shown}{_suggest(key, list(SCHEMA))} "
                               f"(`dlrecipe keys` lists every key)")
         value = _check_type(key, value, spec)
         _check_range(key, value, spec)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from .atomic import inside
 from .errors import UserError
 
 
@@ -57,6 +57,7 @@ def new_run_dir(runs_dir: str | Path, name: str, command: str) -> Path:
     base = f"{stamp}-{slug(name)}-{command}"
     for i in range(1, 1000):
         path = root / (base if i == 1 else f"{base}-{i}")
+        inside(root, path)  # slug() already keeps separators and '..' out: checked again where the folder is made
         try:
             path.mkdir(parents=True, exist_ok=False)
             return path
@@ -79,14 +80,32 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically and synced (a reader or a crash never sees half a file; a full disk is one line)."""
+    from .atomic import replace
+
+    text = json.dumps(_clean(obj), indent=2, default=str) + "\n"
+    replace(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_json_or_refuse(path: Path) -> dict:
+    """A JSON object a command needs (summary.json, search.json), or a one-line UserError naming the file."""
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as e:  # truncated, binary, a folder: UnicodeDecodeError is a ValueError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise UserError(f"{path}: cannot read it as JSON ({reason}); restore or delete that file") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: holds a JSON {type(obj).__name__}, expected an object; restore or delete that file")
+    return obj
+
+
+def redact(text: str) -> str:
+    """A storage URL's password as ***: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(text))
 
 
 def _git_commit() -> str | None:
@@ -108,7 +127,7 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     env = {
         "dlrecipe": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "seed": seed,
-        "torch_threads": torch.get_num_threads(), "git_commit": _git_commit(), "argv": sys.argv,
+        "torch_threads": torch.get_num_threads(), "git_commit": _git_commit(), "argv": [redact(a) for a in sys.argv],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if device == "cuda":
@@ -169,8 +188,8 @@ def mark_unfinished_failed(e: BaseException) -> list[Path]:
                 name = summary.get("name") or stem.rsplit("-", 1)[0]
                 write_json(path, {**summary, **failed_summary(name, command, e)})
                 marked.append(run_dir)
-        except (OSError, ValueError):
-            continue  # a folder removed or unreadable meanwhile: nothing to mark
+        except (OSError, ValueError, UserError):
+            continue  # a folder removed or unreadable meanwhile, or a full disk: nothing to mark
     STARTED.clear()
     return marked
 
@@ -183,7 +202,7 @@ def start_run(recipe, runs_dir: str | Path, command: str, device: str, folder: s
     if folder is None:
         run_dir = new_run_dir(runs_dir, recipe.name, command)
     else:
-        run_dir = Path(runs_dir) / folder
+        run_dir = inside(Path(runs_dir), Path(runs_dir) / folder)
         try:
             run_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
@@ -201,19 +220,28 @@ class CsvLog:
         self.path, self.columns = Path(path), list(columns) if columns else None
         self._file = None
         self._writer = None
+        self.rows = 0  # rows flushed so far
 
     def write(self, row: dict[str, Any]) -> None:
-        if self._writer is None:
-            self.columns = self.columns or list(row)
-            self._file = self.path.open("w", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-            self._writer.writeheader()
-        self._writer.writerow(row)
-        self._file.flush()
+        try:
+            if self._writer is None:
+                self.columns = self.columns or list(row)
+                self._file = self.path.open("w", newline="")
+                self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+                self._writer.writeheader()
+            self._writer.writerow(row)
+            self._file.flush()
+            self.rows += 1
+        except OSError as e:  # a full disk or a removed folder: one line; the rows flushed before are intact
+            raise UserError(f"cannot write {self.path}: {e.strerror or e}; the {self.rows} rows written before "
+                            f"are intact") from None
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the failed flush was reported by write()
 
     def __enter__(self) -> Self:
         return self
@@ -236,11 +264,15 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     for d in sorted(root.glob("*/"), reverse=True):
         summary_path = d / "summary.json"
         try:
-            summary = read_json(summary_path) if summary_path.is_file() else {}
+            summary = read_json(summary_path) if summary_path.exists() else {}  # a folder there: unreadable
             if not isinstance(summary, dict):
                 raise ValueError("not a JSON object")
+            if not summary and not re.match(r"\d{8}-\d{6}-", d.name) and not (d / "recipe.toml").is_file():
+                raise ValueError("not a dlrecipe run folder (no summary.json, recipe.toml or env.json)")
         except (OSError, ValueError) as e:  # a truncated or foreign file: listed as such, never a crash
             summary = {"status": "unreadable", "reason": f"summary.json: {e}"}
+        except UserError as e:
+            summary = {"status": "unreadable", "reason": str(e)}
         rows.append({
             "run": d.name, "name": summary.get("name", "?"), "command": summary.get("command", "?"),
             "status": status_shown(summary),

@@ -113,8 +113,12 @@ def load_pretrained(model: nn.Module, path: Path, skip: list | None = None) -> l
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle with code in it, a truncated file, not a torch file at all
-        raise RecipeError(f"model.pretrained {str(path)!r} cannot be loaded with weights_only=True "
-                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        what = ("it holds pickled objects other than tensors, which could run code: refused"
+                if "GLOBAL" in str(e) or "Unsupported global" in str(e) else
+                f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+        raise RecipeError(f"model.pretrained {str(path)!r} cannot be loaded with weights_only=True ({what}); "
+                          f"expected a state dict saved with torch.save(model.state_dict(), path) or a run "
+                          f"folder") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RecipeError(f"model.pretrained {str(path)!r} is not a state dict (name -> tensor)")
     groups = layer_groups(model)

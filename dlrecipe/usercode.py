@@ -85,3 +85,20 @@ def _import_module(name: str, recipe_path: Path | None):
         for p in added:
             if p in sys.path:
                 sys.path.remove(p)
+
+
+def code_it_runs(recipe) -> list[str]:
+    """The user's functions a recipe imports and runs, as 'mymodule.make (model.factory)': a recipe is data, but
+    these two keys name Python code, which a user running a recipe from elsewhere should see before it runs."""
+    from .data import is_hook
+
+    named = []
+    if recipe["model.kind"] == "python" and is_spec(recipe["model.factory"]):
+        named.append((recipe["model.factory"], "model.factory"))
+    if is_hook(recipe["data.source"], recipe.path):
+        named.append((recipe["data.source"], "data.source"))
+    out = []
+    for spec, key in named:
+        module, func = SPEC.match(spec).group("module", "func")
+        out.append(f"{module}:{func} ({key})" if module.endswith(".py") else f"{module}.{func} ({key})")
+    return out

@@ -117,6 +117,10 @@ def read_table(path: Path, target: str, task: str, *, kind: str | None = None, c
     path = Path(path)
     if kind is None:
         kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    if kind == "csv" and path.is_file():
+        with path.open("rb") as f:
+            if b"\0" in f.read(8192):  # NUL bytes: an image, an archive, a model file, not a text table
+                raise _err(path, "is not a text file (it holds binary bytes); expected a CSV table with a header row")
     try:
         if kind == "parquet":
             df = pd.read_parquet(path)

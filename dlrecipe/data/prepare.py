@@ -365,17 +365,47 @@ class Data:
                        y_val=self.y_val[va.to(dev)], x_test=self.x_test[:0], y_test=self.y_test[:0])
 
 
-def load_data(recipe, device: torch.device | str = "cpu") -> Data:
-    """Load, split, fit the transform on the training split, apply it, and move the data to `device`."""
+def _check_classes(source: str, raw: RawData) -> None:
+    """Classification needs two classes: with one, the loss is 0 from the start and nothing is learned."""
+    labels = [y for y in (raw.y, raw.y_val, raw.y_test) if y is not None and len(y)]
+    found = np.unique(np.concatenate(labels)) if labels else np.array([])
+    if len(found) < 2:
+        only = found[0] if len(found) else None
+        if raw.classes and only is not None and 0 <= int(only) < len(raw.classes):
+            only = raw.classes[int(only)]
+        name = "" if only is None else f" ({only})"
+        raise DataError(f"data.source {source!r} has one class{name}: classification needs at least 2 classes "
+                        f"(or set task = 'regression')")
+
+
+def _constant_columns(x_train) -> list[str]:
+    """A note (a warning, not an error) for each table column with one value in the training split."""
+    if not _is_frame(x_train):
+        return []
+    same = [str(c) for c in x_train.columns if x_train[c].nunique(dropna=False) <= 1]
+    if not same:
+        return []
+    names = ", ".join(map(repr, same))
+    return [f"warning: constant feature {names}: one value in the whole training split, so it carries no "
+            f"information (leave it out with data.drop)"]
+
+
+def load_data(recipe, device: torch.device | str = "cpu", *, one_class_ok: bool = False) -> Data:
+    """Load, split, fit the transform on the training split, apply it, and move the data to `device`.
+
+    one_class_ok: sanity loads one-class data to fail its labels check (exit 1) with the evidence; every other
+    command refuses it here (exit 2)."""
     d = recipe.section("data")
     raw = select_classes(load_raw(recipe), d.get("classes_only") or [], recipe.task)
     if len(raw.y) < 10 and raw.x_val is None:
         raise DataError(f"data.source {d['source']!r} has {len(raw.y)} examples: at least 10 are needed to split")
     if recipe.task == "classification" and raw.y.dtype.kind == "f":
         raise DataError(f"data.source {d['source']!r} has a continuous target: set task = 'regression'")
+    if recipe.task == "classification" and not one_class_ok:
+        _check_classes(d["source"], raw)
     parts = _split(raw, d["split"], recipe.task, recipe["seed"])
     parts["train"], unlabelled = subsample_train(parts["train"], d.get("max_train"), recipe.task, recipe["seed"])
-    notes = list(raw.notes)
+    notes = list(raw.notes) + _constant_columns(parts["train"][0])
     transform = fit_transform(d, parts["train"][0], notes)
     xs = {}
     for name, (x, _, _) in parts.items():

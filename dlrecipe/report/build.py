@@ -20,7 +20,7 @@ from .curves import (
     label_of,
     metric_files,
     plot_curves,
-    read_metrics,
+    read_curve,
     read_summary,
     selected_trials,
     training_notes,
@@ -192,10 +192,10 @@ def card(s: dict, final: Curve | None, curves: list[Curve]) -> str:
 def _curves(run_dir: Path, summary: dict) -> tuple[list[Curve], list[Curve], Curve | None]:
     """(diagnosed curves, trial curves, the selected model's curve)."""
     main_files, trial_files = metric_files(run_dir)
-    curves = [Curve(label_of(run_dir, p), p, read_metrics(p)) for p in main_files]
+    curves = [Curve(label_of(run_dir, p), p, read_curve(p)) for p in main_files]
     for c in curves:
         c.findings, c.title = diagnose_curve(run_dir, c.path, c.metrics), "the training run"
-    trials = [Curve(label_of(run_dir, p), p, read_metrics(p)) for p in trial_files]
+    trials = [Curve(label_of(run_dir, p), p, read_curve(p)) for p in trial_files]
     final = curves[0] if len(curves) == 1 else None
     if trials and not curves:  # a search (or a run's search passes): diagnose the selected trials
         selected = selected_trials(run_dir)
@@ -215,7 +215,7 @@ def _curves(run_dir: Path, summary: dict) -> tuple[list[Curve], list[Curve], Cur
             path = run_dir / Path(single).parent / "metrics.csv"
             final = next((c for c in curves if c.path == path), None)
             if final is None and path.is_file():
-                final = Curve(label_of(run_dir, path) + " (selected)", path, read_metrics(path))
+                final = Curve(label_of(run_dir, path) + " (selected)", path, read_curve(path))
                 final.findings = [for_a_trial(f) for f in diagnose_curve(run_dir, path, final.metrics)]
                 final.title = summary["selected"]["single"].get("source", final.label)
                 curves.append(final)

@@ -7,25 +7,30 @@ import pandas as pd
 
 from ..errors import UserError
 from ..runs import new_run_dir, status_shown, write_json
-from .curves import Curve, plot_curves, read_metrics, read_summary, selected_trials
+from .curves import Curve, plot_curves, read_curve, read_summary, selected_trials
 
 
 def compare(run_dirs: list[str | Path], runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, Path]:
     """One table (summary of each run) and one plot (every run's validation curves) in a new folder."""
     rows, curves = [], []
     for d in map(Path, run_dirs):
-        if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
-            raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
-        s = read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
-        curve = d / "metrics.csv"
-        single = ((s.get("selected") or {}).get("single") or {}).get("model")  # a run: its best single model
-        if single and (d / Path(single).parent / "metrics.csv").is_file():
-            curve = d / Path(single).parent / "metrics.csv"
-        elif not curve.is_file():  # a search: the selected trial's curve
-            selected = sorted(p / "metrics.csv" for p in selected_trials(d) if (p / "metrics.csv").is_file())
-            curve = selected[0] if selected else None
-        if curve is not None:  # a train run's curve, or the selected trial of a search or run
-            curves.append(Curve(d.name, curve, read_metrics(curve)))
+        if not d.is_dir():
+            raise UserError(f"{d}: no such run folder (dlrecipe runs lists them)")
+        try:  # a corrupted or foreign folder is a row marked unreadable, never the end of the comparison
+            if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file():
+                raise UserError(f"{d}: not a run folder (no summary.json or metrics.csv)")
+            s = read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
+            curve = d / "metrics.csv"
+            single = ((s.get("selected") or {}).get("single") or {}).get("model")  # a run: its best single model
+            if single and (d / Path(single).parent / "metrics.csv").is_file():
+                curve = d / Path(single).parent / "metrics.csv"
+            elif not curve.is_file():  # a search: the selected trial's curve
+                selected = sorted(p / "metrics.csv" for p in selected_trials(d) if (p / "metrics.csv").is_file())
+                curve = selected[0] if selected else None
+            if curve is not None:  # a train run's curve, or the selected trial of a search or run
+                curves.append(Curve(d.name, curve, read_curve(curve)))
+        except UserError as e:
+            s, curve = {"status": "unreadable", "reason": str(e)}, None
         rows.append({"run": d.name, "name": s.get("name"), "command": s.get("command"),
                      "status": status_shown(s),  # as `dlrecipe runs` says
                      "best_epoch": s.get("best_epoch"), "best_val_loss": s.get("best_val_loss"),

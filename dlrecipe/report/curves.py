@@ -48,11 +48,25 @@ def read_metrics(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read it as CSV ({reason}); restore or delete that file") from None
 
 
+def read_curve(path: Path) -> pd.DataFrame:
+    """A metrics.csv with the columns a curve needs, or a one-line error (a foreign or hand-edited file is refused
+    here rather than a KeyError deep in the diagnosis)."""
+    df = read_metrics(path)
+    missing = [c for c in ("train_loss", "val_loss") if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: no {' or '.join(missing)} column (it has {', '.join(map(str, df.columns))}); "
+                        f"expected a dlrecipe metrics.csv")
+    return df
+
+
 def read_summary(path: Path) -> dict:
     try:
-        return read_json(path)
+        summary = read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise UserError(f"{path}: cannot read it as JSON ({e}); restore or delete that file") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: holds a JSON {type(summary).__name__}, expected an object; restore or delete it")
+    return summary
 
 
 def recipe_near(run_dir: Path, metrics_path: Path) -> dict:

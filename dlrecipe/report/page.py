@@ -35,6 +35,19 @@ def slug(text: str, seen: dict[str, int]) -> str:
     return base if n == 0 else f"{base}-{n}"
 
 
+OWN_TAGS = re.compile(r'</?(?:details|summary)>|<div class="card(?: bad)?">|</div>')  # what build.py writes
+
+
+def own_html_only(text: str) -> str:
+    """Raw HTML in report.md as text, except the few tags dlrecipe itself writes: a recipe name, a CSV cell or a
+    summary value such as <script> is shown, never run."""
+    out, pos = [], 0
+    for m in OWN_TAGS.finditer(text):
+        out += [html.escape(text[pos:m.start()], quote=False), m.group(0)]
+        pos = m.end()
+    return "".join(out) + html.escape(text[pos:], quote=False)
+
+
 def render(md: str, run_dir: Path, figures: list[Path], title: str) -> str:
     """report.md as a self-contained HTML page: headings with anchors (the table of contents links to them),
     tables that scroll inside their box, figures embedded as base64 PNG."""
@@ -49,6 +62,8 @@ def render(md: str, run_dir: Path, figures: list[Path], title: str) -> str:
         return self.renderToken(tokens, idx, options, env)
 
     parser.add_render_rule("heading_open", heading_open)
+    for rule in ("html_block", "html_inline"):
+        parser.add_render_rule(rule, lambda self, tokens, idx, options, env: own_html_only(tokens[idx].content))
     body = parser.render(md)
     for fig in figures:  # src="3-search/search_curves.png" -> the PNG itself
         rel = html.escape(str(fig.relative_to(run_dir)))

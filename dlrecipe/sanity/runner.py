@@ -96,7 +96,7 @@ def _run_sanity(recipe, *, device, runs_dir, only, overfit_batches, overfit_step
     seed = recipe["seed"]
     # before the run folder: a bad data file or model leaves nothing behind; streamed data as a seeded sample in
     # memory (the checks read at most a few thousand rows)
-    data = load_data(recipe, device).in_memory(STREAMED_TRAIN_ROWS, STREAMED_VAL_ROWS, seed)
+    data = load_data(recipe, device, one_class_ok=True).in_memory(STREAMED_TRAIN_ROWS, STREAMED_VAL_ROWS, seed)
     model = build_model(recipe, data, seed=seed).to(device)  # one forward pass and loss first (preflight.py)
     run_dir = start_run(recipe, runs_dir, "sanity", device, folder) if runs_dir is not None else None
     with marks_interrupted(run_dir, recipe.name, "sanity"):

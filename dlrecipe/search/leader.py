@@ -10,7 +10,7 @@ from pathlib import Path
 from ..display import err
 from ..errors import Interrupted, UserError
 from ..recipe import Recipe, _suggest
-from ..runs import read_json, resolve_device, start_run, write_json
+from ..runs import read_json_or_refuse, resolve_device, start_run, write_json
 from .select import SearchResult, _finish, _write_trials_csv, trial_rows
 from .space import Dist, _space_from, parse_space, read_lr_find
 from .storage import (HOST, _fail_and_requeue, _has_heartbeat, _pid_alive, _queue_slots, _redact, _saved_storage,
@@ -68,6 +68,8 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
             "space": {k: d.describe() for k, d in space.items()}, "prune": prune,
             "trials": recipe["search.trials"], "fine_trials": recipe["search.fine_trials"]}
     write_json(run_dir / "search.json", {**settings, **meta})  # what --resume needs, written first
+    if _redact(where) != where:  # the one file that keeps a storage password (--resume reconnects): owner only
+        os.chmod(run_dir / "search.json", 0o600)
     st = st or open_storage(settings["storage"])
     _queue_slots(st, settings["study"], meta, _direction(recipe), resume=False)
     if budget_s is not None:
@@ -93,12 +95,13 @@ def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "
         raise UserError(f"--resume {str(run_dir)!r}: no such folder")
     if not (run_dir / "search.json").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: not a dlrecipe search run folder (no search.json)")
-    status = read_json(run_dir / "summary.json").get("status") if (run_dir / "summary.json").is_file() else None
+    status = (read_json_or_refuse(run_dir / "summary.json").get("status") if (run_dir / "summary.json").is_file()
+              else None)
     if status not in (None, "interrupted"):  # None: killed before it could write its summary
         raise UserError(f"--resume {str(run_dir)!r}: this search is {status} already, nothing to resume "
                         f"(dlrecipe report {run_dir} reads it again)")
     check_options(jobs, "none", 1, 1)
-    saved = read_json(run_dir / "search.json")
+    saved = read_json_or_refuse(run_dir / "search.json")
     saved["storage"] = _saved_storage(run_dir, saved["storage"])
     r, differ = _study_recipe(saved, recipe)
     if differ:

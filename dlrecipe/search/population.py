@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..atomic import replace as replace_file
 from .fused import FusedNet, FusedOptimizer, NotFusable
 
 # [train] / [model] keys that may differ between the members of one population; every other key must be equal
@@ -206,7 +207,7 @@ def train_population(folders: list[Path], recipes: list, data, *,
 
     def finish(m: int, slot: int, status: str, reason: str) -> None:
         state = best_state[m] if best_state[m] is not None else net.member_state(slot)
-        torch.save(state, Path(folders[m]) / "model.pt")
+        replace_file(Path(folders[m]) / "model.pt", lambda tmp: torch.save(state, tmp))  # atomic, synced
         logs[m].close()
         summary = {
             "name": recipes[m].name, "command": "train", "status": status, "reason": reason,

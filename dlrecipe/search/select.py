@@ -2,12 +2,12 @@
 split, with the --seeds reruns and the --ensemble average, and summary.json."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import replace as replace_file
 from ..recipe import Recipe
 from ..runs import write_json
 from .plots import plot_curves, plot_params
@@ -54,9 +54,8 @@ def trial_rows(trials: list, space: dict[str, Dist], task: str) -> list[dict]:
 def _write_trials_csv(run_dir: Path, rows: list[dict]) -> None:
     import pandas as pd
 
-    tmp = run_dir / "trials.csv.tmp"
-    pd.DataFrame(rows).drop(columns=["retried"], errors="ignore").to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "trials.csv")
+    table = pd.DataFrame(rows).drop(columns=["retried"], errors="ignore")
+    replace_file(run_dir / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))  # atomic, synced
 
 
 
@@ -172,7 +171,7 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
     data = load_data(recipe, w.device)  # now with the test split, used only below
     sel = best[0]
     model, sel_recipe, folder = _snapshot(w, sel, data)
-    shutil.copyfile(folder / "model.pt", run_dir / "model.pt")
+    replace_file(run_dir / "model.pt", lambda tmp: shutil.copyfile(folder / "model.pt", tmp))  # atomic, synced
     write_bundle(run_dir, data, sel_recipe, [{"weights": "model.pt", "model": sel_recipe.section("model")}])
     test = _test(model, sel_recipe, data)
     if test:  # test_predictions.csv, and regression metrics in the target's units (RMSE, MAE, R²)

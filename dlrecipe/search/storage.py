@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..display import err
 from ..errors import UserError
-from ..recipe import Recipe, validate
+from ..recipe import Recipe, _suggest, validate
 
 
 HEARTBEAT_S = 10         # database workers record a heartbeat this often ...
@@ -46,8 +46,18 @@ def open_storage(url: str):
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        if Path(url).is_dir():
+            raise UserError(f"--storage {url!r} is a folder: expected a journal file (created when missing) or a "
+                            f"database URL (postgresql://, mysql://, sqlite:///)")
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--storage {url!r}: cannot create its folder ({e.strerror or e})") from None
         return optuna.storages.JournalStorage(JournalFileBackend(url))
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DATABASES:  # a misspelt scheme: said here, not as SQLAlchemy's "Can't load plugin"
+        raise UserError(f"--storage {_redact(url)}: unknown database {scheme!r}{_suggest(scheme, DATABASES)} "
+                        f"Allowed: postgresql://, mysql://, sqlite:///, or a journal file path")
     given, url = url, _postgres_driver(url)
     # optuna 5 renamed failed_trial_callback; both are called for trials whose heartbeat went silent
     params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
@@ -65,6 +75,9 @@ def open_storage(url: str):
             time.sleep(0.5 * (attempt + 1))
     first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
     raise UserError(f"--storage {_redact(given)}: cannot open it: {first}")
+
+
+DATABASES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "oracle", "mssql")  # SQLAlchemy's dialects
 
 
 def _postgres_driver(url: str) -> str:
