@@ -48,7 +48,8 @@ def _label(data, y: torch.Tensor, i: int, y_b, lam: float) -> str:
     if y_b is None or lam >= 1 or int(y[i]) == int(y_b[i]):
         return name(y[i])
     (major, minor), w = ((y[i], y_b[i]), 1 - lam) if lam >= 0.5 else ((y_b[i], y[i]), lam)
-    return f"{name(major)} +{name(minor)} {w:.0%}"  # mixup: the label that dominates, the other and its weight
+    share = f"{w:.0%}" if w >= 0.005 else "<1%"  # Beta(0.2, 0.2) often blends in a fraction of a percent
+    return f"{name(major)} +{name(minor)} {share}"  # mixup: the label that dominates, the other and its weight
 
 
 def write_batch_view(run_dir: Path, recipe, data) -> list[str]:
