@@ -105,7 +105,7 @@ def test_pca_colour_adds_one_offset_per_image_along_the_principal_components():
     x = torch.cat([base, 2 * base, 0.1 * torch.randn(200, 1, 4, 4, generator=gen)], 1)  # RGB correlated
     eigvals, eigvecs = A.fit_pca_colour(x)
     pix = x.permute(1, 0, 2, 3).reshape(3, -1).numpy()
-    ref_vals, ref_vecs = np.linalg.eigh(np.cov(pix))
+    ref_vals, _ref_vecs = np.linalg.eigh(np.cov(pix))
     assert eigvals.numpy() == pytest.approx(ref_vals, rel=1e-4)
     g = torch.Generator().manual_seed(1)
     out = A.pca_colour(x[:5], g, (eigvals, eigvecs), std=0.1)
