@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--cnn-trials", type=int, default=12)
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, small, cnn")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: where both sides train")
+    ap.add_argument("--no-jobs2", action="store_true", help="leave out --jobs 2 (on a GPU: one device, one process)")
     a = ap.parse_args()
     DEVICE[0] = a.device
     skip = set(a.skip.split(",")) - {""}
@@ -217,10 +218,10 @@ def main() -> None:
             times["one"].append(seconds)
             times["one_stage"].append(STAGE[-1])
             times["hand"].append(run["hand"](params))
-            for k in ("fused", "jobs2"):
+            for k in ("fused",) if a.no_jobs2 else ("fused", "jobs2"):
                 times[k].append(run[k]()[0])
                 times[f"{k}_stage"].append(STAGE[-1])
-        per_min = {k: 60 * n / statistics.median(v) for k, v in times.items()}
+        per_min = {k: 60 * n / statistics.median(v) for k, v in times.items() if v}
         for text, x, y in (("coarse stage, populations (auto) / hand", "fused_stage", "hand"),
                            ("coarse stage, one at a time / hand", "one_stage", "hand"),
                            ("coarse stage, --jobs 2 / --jobs 1", "jobs2_stage", "fused_stage"),
@@ -228,6 +229,8 @@ def main() -> None:
                            ("command, one at a time / hand", "one", "hand"),
                            ("command, populations / one at a time", "fused", "one"),
                            ("command, --jobs 2 / --jobs 1", "jobs2", "fused")):
+            if x not in per_min:
+                continue
             print(f"| {label:<40} | {text:<44} | {per_min[x]:>12.1f} | {per_min[y]:>12.1f} | "
                   f"{per_min[x] / per_min[y]:>6.2f} |", flush=True)
 
