@@ -70,9 +70,14 @@ def assert_same_runs(alone, fused, rel: float = REL):
             (a.run_dir / "metrics.csv").read_text().splitlines()[0]
 
 
+@pytest.mark.parametrize("layout", ["flat", "per-tensor"])
 @pytest.mark.parametrize("optimizer", list(C.OPTIMIZERS))
-def test_every_optimizer_gives_each_member_its_own_run(tmp_path, optimizer, one_thread):
-    """Different LR, weight decay, momentum/betas, L1 and dropout per member, in one vectorised step."""
+def test_every_optimizer_gives_each_member_its_own_run(tmp_path, optimizer, layout, one_thread, monkeypatch):
+    """Different LR, weight decay, momentum/betas, L1 and dropout per member, in one vectorised step, with the
+    parameters in one flat buffer (small members, GPUs) or updated tensor by tensor (large members on CPU)."""
+    import dlrecipe.search.fused as fused
+
+    monkeypatch.setattr(fused, "FLAT_MAX_PARAMS", 10**9 if layout == "flat" else 0)
     small = optimizer in ("adam", "adamw", "nadam", "rmsprop")
     lr = 0.1 if small else 1.0
     per = [{"train.lr": 0.01 * lr, "train.weight_decay": 0.0},
@@ -194,19 +199,19 @@ def tiny(input_shape, num_outputs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_population_on_cuda_matches_training_alone_on_cpu(tmp_path):
-    """No dropout (CUDA draws its masks another way): the same runs within float tolerance, on the GPU."""
+def test_a_population_on_cuda_matches_training_alone_on_cuda_and_cpu(tmp_path):
+    """No dropout (CUDA draws its masks another way). On the GPU, each member's run is its run alone on the GPU
+    within the CPU tests' tolerance; against the CPU, a gentle member agrees to 1e-3, while a high-LR one is
+    chaotic enough that CUDA's and the CPU's rounding alone part its curves by a few percent (measured on an
+    H200: 0.561 against 0.535 after 2 epochs, the same for the member trained alone), so it is not compared."""
     per = [{"train.lr": 0.05}, {"train.lr": 0.2, "train.weight_decay": 1e-3}]
     recipes = [validate({**DIGITS, "model.norm": "batch", "train.momentum": 0.9, **m}) for m in per]
     cpu = _without_test(load_data(recipes[0], "cpu"))
     gpu = _without_test(load_data(recipes[0], "cuda"))
-    alone = []
-    for i, r in enumerate(recipes):
-        (tmp_path / f"a{i}").mkdir()
-        alone.append(train_in(tmp_path / f"a{i}", r, cpu, seed=0))
-    folders = [tmp_path / f"g{i}" for i in range(len(recipes))]
-    for f in folders:
-        f.mkdir()
-    fused = train_population(folders, recipes, gpu)
-    for a, f in zip(alone, fused):
-        assert [r["val_loss"] for r in f.history] == pytest.approx([r["val_loss"] for r in a.history], rel=1e-3)
+    alone_gpu, fused = alone_and_fused(tmp_path, recipes, gpu)
+    assert_same_runs(alone_gpu, fused)
+    (tmp_path / "cpu").mkdir()
+    alone_cpu = train_in(tmp_path / "cpu", recipes[0], cpu, seed=0)
+    assert [r["val_loss"] for r in fused[0].history] == pytest.approx([r["val_loss"] for r in alone_cpu.history],
+                                                                       rel=1e-3)
+    assert fused[0].summary["population"] == 2
