@@ -75,7 +75,7 @@ def assert_same_runs(alone, fused, rel: float = REL):
 def test_every_optimizer_gives_each_member_its_own_run(tmp_path, optimizer, layout, one_thread, monkeypatch):
     """Different LR, weight decay, momentum/betas, L1 and dropout per member, in one vectorised step, with the
     parameters in one flat buffer (small members, GPUs) or updated tensor by tensor (large members on CPU)."""
-    import dlrecipe.search.fused as fused
+    from dlrecipe.search import fused
 
     monkeypatch.setattr(fused, "FLAT_MAX_PARAMS", 10**9 if layout == "flat" else 0)
     small = optimizer in ("adam", "adamw", "nadam", "rmsprop")
@@ -215,3 +215,18 @@ def test_a_population_on_cuda_matches_training_alone_on_cuda_and_cpu(tmp_path):
     assert [r["val_loss"] for r in fused[0].history] == pytest.approx([r["val_loss"] for r in alone_cpu.history],
                                                                        rel=1e-3)
     assert fused[0].summary["population"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dropout_masks_are_one_draw_with_each_members_own_rate():
+    """On a GPU all members' masks come from one draw: member k keeps each unit with its own 1 - p_k, scaled."""
+    net = FusedNet([torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(p), torch.nn.Linear(8, 2))
+                    for p in (0.2, 0.5)] + [torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))])
+    like = torch.zeros(1, device="cuda")
+    gens = [torch.Generator(device="cuda").manual_seed(0) for _ in range(3)]
+    masks = net._masks(0, (4096, 64), like, gens)
+    assert masks.shape == (3, 4096, 64) and masks.is_cuda
+    for k, p in enumerate((0.2, 0.5, 0.0)):
+        kept = masks[k] != 0
+        assert float(1 - kept.float().mean()) == pytest.approx(p, abs=0.01)
+        assert torch.allclose(masks[k][kept], torch.full_like(masks[k][kept], 1 / (1 - p)))

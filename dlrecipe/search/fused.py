@@ -102,6 +102,7 @@ class FusedNet:
             if bool((self.drop[:, pos] > 0).any()):
                 self.ops.append(_Op("dropout", conf={"pos": pos}))
         self.training = True
+        self._keep: dict = {}  # GPU dropout: each member's keep probability on the device, per layer
 
     # ------------------------------------------------------------------------------------------------ building
 
@@ -219,7 +220,17 @@ class FusedNet:
 
     def _masks(self, pos: int, shape: tuple, like: torch.Tensor, gens) -> torch.Tensor:
         """[K, B, F] inverted-dropout masks, member k's drawn from gens[k] exactly as nn.Dropout(p_k) draws its own
-        (bernoulli_(1 - p) then / (1 - p)); a member without dropout there draws nothing."""
+        (bernoulli_(1 - p) then / (1 - p)); a member without dropout there draws nothing. On a GPU, where those
+        draws would be K kernels per layer and CUDA's masks differ from nn.Dropout's anyway, one draw for all
+        members from the first member's generator: each element kept with its member's 1 - p, scaled by 1 / (1 - p)."""
+        if like.device.type != "cpu":
+            key = (pos, like.dtype, len(shape))
+            if key not in self._keep:  # (a copy to the device per step would wait for the device)
+                self._keep[key] = (1 - self.drop[:, pos]).to(device=like.device, dtype=like.dtype).view(
+                    -1, *([1] * len(shape)))
+            keep = self._keep[key]
+            u = torch.rand((self.K, *shape), device=like.device, dtype=like.dtype, generator=gens[0])
+            return (u < keep).to(like.dtype) / keep
         masks = []
         for k in range(self.K):
             p = float(self.drop[k, pos])
@@ -261,6 +272,7 @@ class FusedNet:
                 st[key] = t.index_select(0, sel)
         self.keys = [self.keys[i] for i in idx]
         self.drop = self.drop[idx]
+        self._keep.clear()
         self.K = len(idx)
 
     def to(self, device) -> FusedNet:
@@ -301,6 +313,7 @@ class FusedOptimizer:
         self.flat_layout = flat
         self.state: dict[str, dict[str, torch.Tensor]] = {}  # segment -> buf, sum, square_avg, exp_avg, exp_avg_sq
         self.mu_product: torch.Tensor | None = None  # NAdam: per member, float32 as torch keeps it
+        self._limit: tuple | None = None              # clip_grad_norm's limits on the device
         if flat:
             self._flatten()
         self._vectors()
@@ -380,7 +393,10 @@ class FusedOptimizer:
             return
         norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [n_parts, K]
         total = torch.linalg.vector_norm(norms, dim=0)                                         # [K]
-        limit = torch.tensor([m if m > 0 else math.inf for m in max_norms], device=total.device)
+        key = tuple(max_norms)
+        if self._limit is None or self._limit[0] != key:  # (a copy to the device per step would wait for it)
+            self._limit = key, torch.tensor([m if m > 0 else math.inf for m in max_norms], device=total.device)
+        limit = self._limit[1]
         coef = torch.where(limit.isinf(), torch.ones_like(total), (limit / (total + 1e-6)).clamp(max=1.0))
         for g in grads:
             g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
