@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..atomic import replace as replace_file
 from .fused import FusedNet, FusedOptimizer, NotFusable
+from .vmapped import PROBE_ROWS, VmapNet
 
 # [train] / [model] keys that may differ between the members of one population; every other key must be equal
 PER_MEMBER = ("train.lr", "train.weight_decay", "train.momentum", "train.beta1", "train.beta2", "train.eps",
@@ -51,14 +52,16 @@ def group_key(recipe) -> str:
 
 def fusable_kind(recipe) -> str | None:
     """Why this recipe's model cannot be fused at all (None: it may be)."""
-    if recipe["model.kind"] not in ("mlp", "cnn"):
-        return (f"model.kind = {recipe['model.kind']!r}: populations fuse the built-in mlp and cnn kinds; "
-                f"these trials train one at a time")
-    if recipe["model.dropconnect"] > 0 or recipe["model.activation"] in ("rrelu", "prelu"):
+    python = recipe["model.kind"] == "python"  # the factory's own module: vmapped (vmapped.py), its keys unused
+    if recipe["model.kind"] not in ("mlp", "cnn", "python"):
+        return (f"model.kind = {recipe['model.kind']!r}: populations fuse the built-in mlp and cnn kinds and "
+                f"python factories; these trials train one at a time")
+    if not python and (recipe["model.dropconnect"] > 0 or recipe["model.activation"] in ("rrelu", "prelu")):
         return "DropConnect and the rrelu / prelu activations have no fused form; these trials train one at a time"
     unfused = [k for k, on in (
-        ("model.residual", recipe["model.residual"]), ("model.stochastic_depth", recipe["model.stochastic_depth"] > 0),
-        ("model.pool = 'fractional'", recipe["model.pool"] == "fractional"),
+        ("model.residual", not python and recipe["model.residual"]),
+        ("model.stochastic_depth", not python and recipe["model.stochastic_depth"] > 0),
+        ("model.pool = 'fractional'", not python and recipe["model.pool"] == "fractional"),
         ("train.freeze", bool(recipe["train.freeze"])), ("train.unfreeze", bool(recipe["train.unfreeze"])),
         ("pretrain.epochs", recipe["pretrain.epochs"] > 0),
         ("data.augment pca_colour / resized_crop", bool({"pca_colour", "resized_crop"} & set(recipe["data.augment"]))),
@@ -76,7 +79,9 @@ def auto_size(recipe, data, device: str) -> int:
     model = build_model(recipe, data, seed=recipe["seed"])
     params = count_parameters(model)
     acts = [0]
-    hooks = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + o.numel())) for m in model]
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]  # a python factory's module too
+    hooks = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + getattr(o, "numel", int)()))
+             for m in leaves]
     with torch.no_grad():
         model.eval()(data.x_train[torch.arange(1)].float().cpu())  # an index: streamed data reads one row
     for h in hooks:
@@ -174,7 +179,10 @@ def train_population(folders: list[Path], recipes: list, data, *,
     tr0, d = trs[0], base.section("data")
     seed, task, device = base["seed"], data.task, data.x_train.device
     models = [build_model(r, data, seed=seed).to(device) for r in recipes]
-    net = FusedNet(models)
+    if base["model.kind"] == "python":  # the user's module: torch.func.vmap, or NotFusable saying why not
+        net = VmapNet(models, data.x_train[:PROBE_ROWS])
+    else:
+        net = FusedNet(models)
     opt = FusedOptimizer(net, tr0["optimizer"], [_hyper(tr) for tr in trs])
     # each member's LR schedule on a one-number optimizer: the LRs torch's schedulers give, halving included
     clocks = []
