@@ -218,3 +218,27 @@ def test_a_search_with_an_unvmappable_factory_trains_one_at_a_time_and_says_so_o
     assert len(notes) == 1 and ".item()" in notes[0] and "one at a time" in notes[0]
     populations = {json.loads(p.read_text()).get("population", 1) for p in result.run_dir.glob("trials/*/summary.json")}
     assert populations == {1}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_vmapped_population_on_cuda_matches_training_alone_on_cpu(tmp_path):
+    from dlrecipe.data import load_data
+    from dlrecipe.recipe import validate
+    from dlrecipe.search.workers import _without_test
+    from dlrecipe.train import train_in
+
+    per = [{"train.lr": 0.05}, {"train.lr": 0.2, "train.weight_decay": 1e-3}]
+    recipes = [validate({**PY, "model.factory": "tests.test_vmapped:skip", "train.momentum": 0.9, **m}) for m in per]
+    cpu = _without_test(load_data(recipes[0], "cpu"))
+    gpu = _without_test(load_data(recipes[0], "cuda"))
+    alone = []
+    for i, r in enumerate(recipes):
+        (tmp_path / f"a{i}").mkdir()
+        alone.append(train_in(tmp_path / f"a{i}", r, cpu, seed=0))
+    folders = [tmp_path / f"g{i}" for i in range(len(recipes))]
+    for f in folders:
+        f.mkdir()
+    fused = train_population(folders, recipes, gpu)
+    for a, f in zip(alone, fused):
+        assert f.summary["population"] == 2
+        assert [r["val_loss"] for r in f.history] == pytest.approx([r["val_loss"] for r in a.history], rel=1e-3)

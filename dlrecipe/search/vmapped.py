@@ -62,6 +62,8 @@ class VmapNet:
             params, buffers = torch.func.stack_module_state(models)
         except Exception as e:  # e.g. members differ in a shape or in what they train
             raise NotFusable(f"{what}: the members cannot be stacked ({_why(e)})") from e
+        if not any(p.requires_grad for p in params.values()):
+            raise NotFusable(f"{what}: the model has no trained parameters")
         self.params: dict[str, torch.Tensor] = params      # name -> leaf [K, ...]; frozen ones without grad
         self.buffers: dict[str, torch.Tensor] = buffers    # name -> [K, ...]
         trained = dict(template.named_parameters())
