@@ -85,6 +85,21 @@ class Remembers(Branchy):
         return self.lin(x.flatten(1))
 
 
+class Stale(Branchy):
+    """Uses its weight through a reference taken at construction: functional_call cannot swap it in."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.held = [self.lin.weight]
+
+    def forward(self, x):
+        return x.flatten(1) @ self.held[0].t() + self.lin.bias
+
+
+def stale(input_shape, num_outputs):
+    return Stale(math.prod(input_shape), num_outputs)
+
+
 def branchy(input_shape, num_outputs):
     return Branchy(math.prod(input_shape), num_outputs)
 
@@ -179,7 +194,8 @@ def test_dropout_draws_each_members_own_masks():
 
 
 @pytest.mark.parametrize("factory, words", [("branchy", "data-dependent control flow"), ("item", ".item()"),
-                                            ("remembers", "module attributes")])
+                                            ("remembers", "module attributes"),
+                                            ("stale", "other parameters get gradients")])
 def test_models_vmap_cannot_run_are_refused_with_the_reason(factory, words):
     torch.manual_seed(0)
     models = [globals()[factory]((6,), 2) for _ in range(2)]

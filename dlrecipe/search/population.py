@@ -1,7 +1,8 @@
 """Population training: K search trials that share an architecture and a batch size trained as one fused model.
 
 Why: a small model uses a fraction of a core (or a tiny fraction of a GPU); per-step Python and kernel-launch costs
-dominate. K members fused into one program (dlrecipe.search.fused) pay those costs once per step for all K.
+dominate. K members fused into one program (dlrecipe.search.fused; a python factory's own module through
+torch.func.vmap, dlrecipe.search.vmapped) pay those costs once per step for all K.
 
 What stays per member, exactly as dlrecipe.loop.fit does it for one model: its hyperparameters (LR, weight decay,
 momentum, betas, eps, rho, L1, gradient clipping, dropout, schedule, patience, LR halving), its early stopping, LR

@@ -133,9 +133,9 @@ class VmapNet:
                 raise NotFusable(f"{what}: under vmap other parameters get gradients than in the model itself")
             with torch.no_grad():
                 for k, m in enumerate(models):
-                    own = copy.deepcopy(m).eval()(x)
-                    if own.shape != evaluated[k].shape or not torch.allclose(evaluated[k], own, rtol=1e-3,
-                                                                             atol=1e-5):
+                    own = copy.deepcopy(m).eval()(x)  # (loose: on CUDA, TF32 convolutions round to ~1e-3)
+                    if own.shape != evaluated[k].shape or \
+                            float((evaluated[k] - own).abs().max()) > 1e-2 * float(own.abs().max()) + 1e-5:
                         raise NotFusable(f"{what}: under vmap member {k}'s outputs differ from its own model's "
                                          f"(state vmap does not see)")
         return randomness
