@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_throughput import SPACE, hand_written, warm_up  # noqa: E402  (the same trials and hand loop)
+from search_throughput import SPACE, hand_written, warm_up  # the same trials and hand loop
 
 HERE = "bench/python_population.py"  # the factories below, as model.factory names them (from the repository root)
 
@@ -60,7 +60,7 @@ def run_search(trials: int, epochs: int, hidden: int, batch_size: int, populatio
     from dlrecipe.recipe import load
     from dlrecipe.search import search
 
-    model = ([f'model.kind="python"', f'model.factory="{HERE}:{factory}"', f"model.width={hidden}"] if factory
+    model = (['model.kind="python"', f'model.factory="{HERE}:{factory}"', f"model.width={hidden}"] if factory
              else [f"model.hidden=[{hidden}, {hidden}]"])
     recipe = load("recipes/digits_mlp.toml", [
         f"search.space={SPACE}", f"search.trials={trials}", f"search.coarse_epochs={epochs}", "search.fine_trials=0",
