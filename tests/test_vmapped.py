@@ -100,6 +100,15 @@ def stale(input_shape, num_outputs):
     return Stale(math.prod(input_shape), num_outputs)
 
 
+class Uncopyable(Branchy):
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot copy a Uncopyable")
+
+
+def uncopyable(input_shape, num_outputs):
+    return Uncopyable(math.prod(input_shape), num_outputs)
+
+
 def branchy(input_shape, num_outputs):
     return Branchy(math.prod(input_shape), num_outputs)
 
@@ -195,7 +204,8 @@ def test_dropout_draws_each_members_own_masks():
 
 @pytest.mark.parametrize("factory, words", [("branchy", "data-dependent control flow"), ("item", ".item()"),
                                             ("remembers", "module attributes"),
-                                            ("stale", "other parameters get gradients")])
+                                            ("stale", "other parameters get gradients"),
+                                            ("uncopyable", "the vmap probe failed (TypeError: cannot copy")])
 def test_models_vmap_cannot_run_are_refused_with_the_reason(factory, words):
     torch.manual_seed(0)
     models = [globals()[factory]((6,), 2) for _ in range(2)]

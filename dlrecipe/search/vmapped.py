@@ -90,6 +90,14 @@ class VmapNet:
         """Run the members under vmap on copies (no state, RNG or Python attribute of the real ones moves) and
         compare with their own modules; the randomness vmap needs ("error": none, "different": dropout or noise).
         Raises NotFusable naming what failed."""
+        try:
+            return self._probe_copies(models, x)
+        except NotFusable:
+            raise
+        except Exception as e:  # e.g. a module deepcopy cannot copy: never an error, one at a time
+            raise NotFusable(f"{self.what}: the vmap probe failed ({_why(e)})") from e
+
+    def _probe_copies(self, models: list[nn.Module], x: torch.Tensor) -> str:
         what = self.what
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
