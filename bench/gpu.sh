@@ -14,7 +14,7 @@ assert torch.cuda.is_available(), "no CUDA device: bench/gpu.sh is for a GPU mac
 print(torch.__version__, torch.cuda.get_device_name(0), f"{torch.cuda.mem_get_info()[1] / 2**30:.0f} GiB")
 PY
 # the CUDA code paths: a fused population on the GPU against training alone on CPU (skipped without CUDA elsewhere)
-python -m pytest -q -rs tests/test_population.py -k cuda 2>&1 | tee "$out/tests.txt"
+python -m pytest -q -rs tests/test_population.py tests/test_vmapped.py -k cuda 2>&1 | tee "$out/tests.txt"
 # whole-search throughput on the GPU: coarse stage and whole command, fused against one at a time and the hand loop
 # (--no-jobs2: one GPU is one device; --jobs is the CPU's question)
 python bench/search_throughput.py --device cuda --repeats 3 --skip small,cnn --no-jobs2 2>&1 | tee "$out/search_cuda.txt"

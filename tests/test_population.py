@@ -183,7 +183,10 @@ def test_a_search_with_populations_writes_the_same_trials_as_one_at_a_time(tmp_p
         pd.testing.assert_frame_equal(m0, m1, rtol=REL)
 
 
-def test_a_python_factory_trains_one_trial_at_a_time_and_says_so(tmp_path, one_thread):
+def test_a_python_factory_fuses_its_coarse_trials_through_vmap(tmp_path, one_thread):
+    """The user's own module: vmapped (dlrecipe/search/vmapped.py, tested in tests/test_vmapped.py), no note."""
+    import json
+
     from dlrecipe.search import search
 
     recipe = small_recipe(**{"model.kind": "python", "model.factory": "tests.test_population:tiny",
@@ -191,7 +194,9 @@ def test_a_python_factory_trains_one_trial_at_a_time_and_says_so(tmp_path, one_t
                              "search.fine_epochs": 1})
     result = search(recipe, runs_dir=tmp_path)
     assert result.summary["status"] == "completed" and result.summary["trials"]["complete"] == 4
-    assert any(w.startswith("population: model.kind = 'python'") for w in result.summary["warnings"])
+    assert not any(w.startswith("population:") for w in result.summary["warnings"])
+    sizes = sorted(json.loads(p.read_text()).get("population", 1) for p in result.run_dir.glob("trials/*/summary.json"))
+    assert sizes == [1, 3, 3, 3]  # the coarse stage as one population; the fine trial alone (auto)
 
 
 def tiny(input_shape, num_outputs):

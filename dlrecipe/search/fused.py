@@ -320,9 +320,11 @@ class FusedOptimizer:
 
     def _flatten(self) -> None:
         """Copy net.params into one [K, P] buffer (decayed tensors first: weight decay is one slice) and make
-        each of them a view of it, with its .grad a view of the gradient buffer."""
+        each of them a view of it, with its .grad a view of the gradient buffer. Tensors that do not require
+        grad (frozen by the factory) stay as they are: the step never touches them, as torch.optim's would not."""
         net = self.net
-        names = sorted(net.params, key=lambda n: n not in net.decay)  # stable: the net's order within each part
+        trained = [n for n, t in net.params.items() if t.requires_grad]  # (a factory's frozen tensors stay out)
+        names = sorted(trained, key=lambda n: n not in net.decay)  # stable: the net's order within each part
         sizes = [net.params[n][0].numel() for n in names]
         first = net.params[names[0]]
         self.flat = torch.empty(net.K, sum(sizes), dtype=first.dtype, device=first.device)

@@ -1,7 +1,8 @@
 """Population training: K search trials that share an architecture and a batch size trained as one fused model.
 
 Why: a small model uses a fraction of a core (or a tiny fraction of a GPU); per-step Python and kernel-launch costs
-dominate. K members fused into one program (dlrecipe.search.fused) pay those costs once per step for all K.
+dominate. K members fused into one program (dlrecipe.search.fused; a python factory's own module through
+torch.func.vmap, dlrecipe.search.vmapped) pay those costs once per step for all K.
 
 What stays per member, exactly as dlrecipe.loop.fit does it for one model: its hyperparameters (LR, weight decay,
 momentum, betas, eps, rho, L1, gradient clipping, dropout, schedule, patience, LR halving), its early stopping, LR
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from ..atomic import replace as replace_file
 from .fused import FusedNet, FusedOptimizer, NotFusable
+from .vmapped import PROBE_ROWS, VmapNet
 
 # [train] / [model] keys that may differ between the members of one population; every other key must be equal
 PER_MEMBER = ("train.lr", "train.weight_decay", "train.momentum", "train.beta1", "train.beta2", "train.eps",
@@ -51,14 +53,16 @@ def group_key(recipe) -> str:
 
 def fusable_kind(recipe) -> str | None:
     """Why this recipe's model cannot be fused at all (None: it may be)."""
-    if recipe["model.kind"] not in ("mlp", "cnn"):
-        return (f"model.kind = {recipe['model.kind']!r}: populations fuse the built-in mlp and cnn kinds; "
-                f"these trials train one at a time")
-    if recipe["model.dropconnect"] > 0 or recipe["model.activation"] in ("rrelu", "prelu"):
+    python = recipe["model.kind"] == "python"  # the factory's own module: vmapped (vmapped.py), its keys unused
+    if recipe["model.kind"] not in ("mlp", "cnn", "python"):
+        return (f"model.kind = {recipe['model.kind']!r}: populations fuse the built-in mlp and cnn kinds and "
+                f"python factories; these trials train one at a time")
+    if not python and (recipe["model.dropconnect"] > 0 or recipe["model.activation"] in ("rrelu", "prelu")):
         return "DropConnect and the rrelu / prelu activations have no fused form; these trials train one at a time"
     unfused = [k for k, on in (
-        ("model.residual", recipe["model.residual"]), ("model.stochastic_depth", recipe["model.stochastic_depth"] > 0),
-        ("model.pool = 'fractional'", recipe["model.pool"] == "fractional"),
+        ("model.residual", not python and recipe["model.residual"]),
+        ("model.stochastic_depth", not python and recipe["model.stochastic_depth"] > 0),
+        ("model.pool = 'fractional'", not python and recipe["model.pool"] == "fractional"),
         ("train.freeze", bool(recipe["train.freeze"])), ("train.unfreeze", bool(recipe["train.unfreeze"])),
         ("pretrain.epochs", recipe["pretrain.epochs"] > 0),
         ("data.augment pca_colour / resized_crop", bool({"pca_colour", "resized_crop"} & set(recipe["data.augment"]))),
@@ -76,7 +80,9 @@ def auto_size(recipe, data, device: str) -> int:
     model = build_model(recipe, data, seed=recipe["seed"])
     params = count_parameters(model)
     acts = [0]
-    hooks = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + o.numel())) for m in model]
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]  # a python factory's module too
+    hooks = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + getattr(o, "numel", int)()))
+             for m in leaves]
     with torch.no_grad():
         model.eval()(data.x_train[torch.arange(1)].float().cpu())  # an index: streamed data reads one row
     for h in hooks:
@@ -175,7 +181,7 @@ def train_population(folders: list[Path], recipes: list, data, *,
     seed, task, device = base["seed"], data.task, data.x_train.device
     # members whose [model] tables match get the same initial weights (the same seed): build each model once
     # (build_model initialises and runs a first forward: ~10 ms for a small MLP, a third of a GPU population's
-    # time when every member built its own); FusedNet copies the tensors, so members sharing one module is safe
+    # time when every member built its own); FusedNet and VmapNet copy the tensors, so sharing one module is safe
     built: dict[str, torch.nn.Module] = {}
     models = []
     for r in recipes:
@@ -183,7 +189,10 @@ def train_population(folders: list[Path], recipes: list, data, *,
         if key not in built:
             built[key] = build_model(r, data, seed=seed).to(device)
         models.append(built[key])
-    net = FusedNet(models)
+    if base["model.kind"] == "python":  # the user's module: torch.func.vmap, or NotFusable saying why not
+        net = VmapNet(models, data.x_train[:PROBE_ROWS])
+    else:
+        net = FusedNet(models)
     opt = FusedOptimizer(net, tr0["optimizer"], [_hyper(tr) for tr in trs])
     # each member's LR schedule on a one-number optimizer: the LRs torch's schedulers give, halving included
     clocks = []
