@@ -15,7 +15,6 @@ OMP_NUM_THREADS, when set, is the user's choice and is kept.
 """
 from __future__ import annotations
 
-import math
 import os
 
 SMALL_MACS = 2e7  # multiply-adds per training step (forward) under which one thread is as fast as two (2 cores)
@@ -45,14 +44,14 @@ def busy_warning(n_cores: int | None = None, load: float | None = None) -> str |
 
 
 def macs_per_step(recipe, input_shape: tuple[int, ...]) -> float:
-    """Multiply-adds of one forward pass over a training batch of the recipe's model (Linear and conv layers)."""
+    """Multiply-adds of one forward pass over a training batch of the recipe's model (Linear and conv layers,
+    wherever they sit in the module: a python factory's model is built and counted the same way; one that cannot
+    be built or run on this input shape raises, and configure then leaves torch's threads alone)."""
     import torch
 
     from .models import MODEL_KINDS
 
-    cfg = recipe.section("model")
-    if cfg["kind"] == "python":
-        return math.inf  # unknown: treated as large (the user's own model)
+    cfg = {**recipe.section("model"), "_recipe_path": recipe.path}  # a factory is looked for beside the recipe
     torch.manual_seed(0)
     model = MODEL_KINDS[cfg["kind"]].build(input_shape, 10, cfg)
     total = [0.0]

@@ -17,6 +17,12 @@ def test_multiply_adds_per_step_are_counted_by_hand():
     assert T.macs_per_step(cnn, (1, 10)) == 2 * (4 * 10 * 3 + 40 * 10)
 
 
+def test_a_python_factorys_model_is_counted_too():
+    recipe = small_recipe(**{"model.kind": "python", "model.factory": "tests.test_population:tiny",
+                             "data.batch_size": 8})
+    assert T.macs_per_step(recipe, (64,)) == 8 * 64 * 10  # tiny: Flatten, Linear(64 -> 10 outputs)
+
+
 def test_small_models_get_one_thread_larger_ones_share_the_cores():
     assert T.threads_for(5.4e6, n_cores=2) == 1  # recipes/digits_mlp.toml
     assert T.threads_for(4.6e7, n_cores=2) == 2  # recipes/mnist1d_cnn.toml
