@@ -210,3 +210,34 @@ def test_a_population_on_cuda_matches_training_alone_on_cpu(tmp_path):
     fused = train_population(folders, recipes, gpu)
     for a, f in zip(alone, fused):
         assert [r["val_loss"] for r in f.history] == pytest.approx([r["val_loss"] for r in a.history], rel=1e-3)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims):
+    """The conv layout (channels last on CPU, a 1-D signal as height 1) gives each member's own outputs and
+    gradients, for max and average pools with strides, padding and ceil_mode."""
+    Conv, Norm = (torch.nn.Conv1d, torch.nn.BatchNorm1d) if dims == 1 else (torch.nn.Conv2d, torch.nn.BatchNorm2d)
+    Max, Avg = (torch.nn.MaxPool1d, torch.nn.AvgPool1d) if dims == 1 else (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+    shape = (2, 11) if dims == 1 else (2, 7, 6)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        body = torch.nn.Sequential(Conv(2, 4, 3, padding=1), Norm(4), torch.nn.ReLU(),
+                                   Max(3, stride=2, padding=1, ceil_mode=True), Conv(4, 5, 3, padding=1, bias=False),
+                                   torch.nn.Tanh(), Avg(2, ceil_mode=True, count_include_pad=False),
+                                   Avg(2, stride=1, padding=1), torch.nn.Flatten())
+        n_flat = body(torch.zeros(1, *shape)).numel()
+        models.append(torch.nn.Sequential(*body, torch.nn.Linear(n_flat, 3)))
+    net = FusedNet(models)
+    x = torch.randn(6, *shape)
+    out = net(x)
+    out.square().sum().backward()
+    for k, m in enumerate(models):
+        ref = m(x)
+        torch.testing.assert_close(out[k], ref, rtol=1e-5, atol=1e-6)
+        ref.square().sum().backward()
+        for name, key in net.keys[k].items():
+            if name in net.params:
+                grad = net.params[name].grad[k]
+                grad = grad.t() if name in net.transposed else grad
+                torch.testing.assert_close(grad, m.get_parameter(key).grad, rtol=1e-4, atol=1e-5)
