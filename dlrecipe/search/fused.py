@@ -42,7 +42,7 @@ class NotFusable(Exception):
 def _pool2d(m: nn.Module) -> dict:
     """A pooling layer as the 2-D pooling call over the conv layout (a 1-D pool: over width, height 1)."""
     one_d = isinstance(m, (nn.MaxPool1d, nn.AvgPool1d))
-    two = lambda v, pad=1: (pad, *(v if isinstance(v, tuple) else (v,))) if one_d else v  # noqa: E731
+    two = lambda v, pad=1: (pad, *(v if isinstance(v, tuple) else (v,))) if one_d else v
     args = {"kernel_size": two(m.kernel_size), "stride": two(m.stride), "padding": two(m.padding, 0),
             "ceil_mode": m.ceil_mode}
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
