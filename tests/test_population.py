@@ -241,3 +241,35 @@ def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims)
                 grad = net.params[name].grad[k]
                 grad = grad.t() if name in net.transposed else grad
                 torch.testing.assert_close(grad, m.get_parameter(key).grad, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cpu_cache_per_thread_is_read_from_sys_and_falls_back(tmp_path):
+    from dlrecipe.search.population import FALLBACK_CACHE, cache_per_thread
+
+    for i, (level, kind, size, shared) in enumerate([(1, "Data", "32K", "0"), (1, "Instruction", "32K", "0"),
+                                                     (2, "Unified", "1024K", "0"), (3, "Unified", "32768K", "0-1")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+            (d / name).write_text(f"{text}\n")
+    assert cache_per_thread(str(tmp_path)) == (1 << 20) + 0.5 * (32 << 20) / 2  # L2 + half of one core's L3 share
+    (tmp_path / "index3" / "shared_cpu_list").write_text("0-3,8-11\n")        # 8 cores share it
+    assert cache_per_thread(str(tmp_path)) == (1 << 20) + 0.5 * (32 << 20) / 8
+    assert cache_per_thread(str(tmp_path / "missing")) == FALLBACK_CACHE
+
+
+def test_auto_size_keeps_a_populations_swept_tensors_in_the_threads_cache():
+    """digits MLP 512-512: 301,066 parameters; with momentum a step sweeps weights, gradients and the buffer
+    (3 x 4 bytes each per member: 3.6 MB); 9 MB of cache per thread holds 2 members, 2 threads 5, rounded to 4."""
+    from dlrecipe.search.population import auto_size
+
+    recipe = validate({**DIGITS, "model.hidden": [512, 512], "train.optimizer": "sgd", "train.momentum": 0.9})
+    data = _without_test(load_data(recipe, "cpu"))
+    cache = 9 << 20
+    assert [auto_size(recipe, data, "cpu", threads=t, cache=cache) for t in (1, 2)] == [2, 4]
+    plain = recipe.with_values({"train.momentum": 0.0})  # plain SGD keeps no state: 2.4 MB per member
+    assert auto_size(plain, data, "cpu", threads=1, cache=cache) == 3
+    adam = recipe.with_values({"train.optimizer": "adam"})  # two states: 4.8 MB, one member
+    assert auto_size(adam, data, "cpu", threads=1, cache=cache) == 1
+    small = recipe.with_values({"model.hidden": [64, 64]})  # overhead-bound: as many as MAX_AUTO
+    assert auto_size(small, data, "cpu", threads=1, cache=cache) == 32
