@@ -396,7 +396,7 @@ class FusedOptimizer:
                     if "buf" not in st:
                         st["buf"] = g.detach().clone()
                     else:
-                        st["buf"].mul_(c("momentum", d)).add_(g)
+                        torch.addcmul(g, st["buf"], c("momentum", d), out=st["buf"])  # buf m + g, one pass
                     g = g.addcmul(c("momentum", d), st["buf"]) if name == "nesterov" else st["buf"]
                 p.addcmul_(c("lr", d), g, value=-1)
             elif name == "adagrad":
