@@ -212,10 +212,14 @@ def test_a_population_on_cuda_matches_training_alone_on_cpu(tmp_path):
         assert [r["val_loss"] for r in f.history] == pytest.approx([r["val_loss"] for r in a.history], rel=1e-3)
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("dims", [1, 2])
-def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims):
-    """The conv layout (channels last on CPU, a 1-D signal as height 1) gives each member's own outputs and
-    gradients, for max and average pools with strides, padding and ceil_mode."""
+def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims, device):
+    """The conv layout (channels last on CPU, channels first on CUDA, a 1-D signal as height 1) gives each
+    member's own outputs and gradients, for max and average pools with strides, padding and ceil_mode."""
     Conv, Norm = (torch.nn.Conv1d, torch.nn.BatchNorm1d) if dims == 1 else (torch.nn.Conv2d, torch.nn.BatchNorm2d)
     Max, Avg = (torch.nn.MaxPool1d, torch.nn.AvgPool1d) if dims == 1 else (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
     shape = (2, 11) if dims == 1 else (2, 7, 6)
@@ -227,15 +231,17 @@ def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims)
                                    torch.nn.Tanh(), Avg(2, ceil_mode=True, count_include_pad=False),
                                    Avg(2, stride=1, padding=1), torch.nn.Flatten())
         n_flat = body(torch.zeros(1, *shape)).numel()
-        models.append(torch.nn.Sequential(*body, torch.nn.Linear(n_flat, 3)))
+        models.append(torch.nn.Sequential(*body, torch.nn.Linear(n_flat, 3)).to(device))
     net = FusedNet(models)
-    x = torch.randn(6, *shape)
-    out = net(x)
-    out.square().sum().backward()
-    for k, m in enumerate(models):
-        ref = m(x)
+    x = torch.randn(6, *shape, device=device)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # (CUDA: full float32 convolutions)
+        out = net(x)
+        out.square().sum().backward()
+        refs = [m(x) for m in models]
+        for ref in refs:
+            ref.square().sum().backward()
+    for k, (m, ref) in enumerate(zip(models, refs)):
         torch.testing.assert_close(out[k], ref, rtol=1e-5, atol=1e-6)
-        ref.square().sum().backward()
         for name, key in net.keys[k].items():
             if name in net.params:
                 grad = net.params[name].grad[k]
