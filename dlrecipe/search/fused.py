@@ -211,11 +211,10 @@ class FusedNet:
                 w = w.reshape(-1, w.shape[2], *([1] if w.dim() == 4 else []), *w.shape[3:])  # [K*out, in, (1,) k]
                 bias = P[op.names["bias"]].reshape(-1) if "bias" in op.names else None
                 groups = 1 if layout == "shared" else K                # shared input: one conv, K*out channels
+                cpu = x.device.type == "cpu"                           # channels last (module docstring)
                 if layout == "shared":                                 # a 1-D signal as an image of height 1
                     x = x.unsqueeze(2) if x.dim() == 3 else x
-                cpu = x.device.type == "cpu"                           # channels last (module docstring)
-                if cpu and layout == "shared":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last) if cpu else x
                 x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last) if cpu else w, bias,
                              padding=op.conf["padding"], groups=groups)
                 if cpu:  # (a one-channel input's output comes out channels first); norms and pools keep it
