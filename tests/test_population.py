@@ -235,3 +235,72 @@ def test_cuda_dropout_masks_are_one_draw_with_each_members_own_rate():
         kept = masks[k] != 0
         assert float(1 - kept.float().mean()) == pytest.approx(p, abs=0.01)
         assert torch.allclose(masks[k][kept], torch.full_like(masks[k][kept], 1 / (1 - p)))
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims, device):
+    """The conv layout (channels last on CPU, channels first on CUDA, a 1-D signal as height 1) gives each
+    member's own outputs and gradients, for max and average pools with strides, padding and ceil_mode."""
+    Conv, Norm = (torch.nn.Conv1d, torch.nn.BatchNorm1d) if dims == 1 else (torch.nn.Conv2d, torch.nn.BatchNorm2d)
+    Max, Avg = (torch.nn.MaxPool1d, torch.nn.AvgPool1d) if dims == 1 else (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+    shape = (2, 11) if dims == 1 else (2, 7, 6)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        body = torch.nn.Sequential(Conv(2, 4, 3, padding=1), Norm(4), torch.nn.ReLU(),
+                                   Max(3, stride=2, padding=1, ceil_mode=True), Conv(4, 5, 3, padding=1, bias=False),
+                                   torch.nn.Tanh(), Avg(2, ceil_mode=True, count_include_pad=False),
+                                   Avg(2, stride=1, padding=1), torch.nn.Flatten())
+        n_flat = body(torch.zeros(1, *shape)).numel()
+        models.append(torch.nn.Sequential(*body, torch.nn.Linear(n_flat, 3)).to(device))
+    net = FusedNet(models)
+    x = torch.randn(6, *shape, device=device)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # (CUDA: full float32 convolutions)
+        out = net(x)
+        out.square().sum().backward()
+        refs = [m(x) for m in models]
+        for ref in refs:
+            ref.square().sum().backward()
+    for k, (m, ref) in enumerate(zip(models, refs)):
+        torch.testing.assert_close(out[k], ref, rtol=1e-5, atol=1e-6)
+        for name, key in net.keys[k].items():
+            if name in net.params:
+                grad = net.params[name].grad[k]
+                grad = grad.t() if name in net.transposed else grad
+                torch.testing.assert_close(grad, m.get_parameter(key).grad, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cpu_cache_per_thread_is_read_from_sys_and_falls_back(tmp_path):
+    from dlrecipe.search.population import FALLBACK_CACHE, cache_per_thread
+
+    for i, (level, kind, size, shared) in enumerate([(1, "Data", "32K", "0"), (1, "Instruction", "32K", "0"),
+                                                     (2, "Unified", "1024K", "0"), (3, "Unified", "32768K", "0-1")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+            (d / name).write_text(f"{text}\n")
+    assert cache_per_thread(str(tmp_path)) == (1 << 20) + 0.5 * (32 << 20) / 2  # L2 + half of one core's L3 share
+    (tmp_path / "index3" / "shared_cpu_list").write_text("0-3,8-11\n")        # 8 cores share it
+    assert cache_per_thread(str(tmp_path)) == (1 << 20) + 0.5 * (32 << 20) / 8
+    assert cache_per_thread(str(tmp_path / "missing")) == FALLBACK_CACHE
+
+
+def test_auto_size_keeps_a_populations_swept_tensors_in_the_threads_cache():
+    """digits MLP 512-512: 301,066 parameters; with momentum a step sweeps weights, gradients and the buffer
+    (3 x 4 bytes each per member: 3.6 MB); 9 MB of cache per thread holds 2 members, 2 threads 5, rounded to 4."""
+    from dlrecipe.search.population import auto_size
+
+    recipe = validate({**DIGITS, "model.hidden": [512, 512], "train.optimizer": "sgd", "train.momentum": 0.9})
+    data = _without_test(load_data(recipe, "cpu"))
+    cache = 9 << 20
+    assert [auto_size(recipe, data, "cpu", threads=t, cache=cache) for t in (1, 2)] == [2, 4]
+    plain = recipe.with_values({"train.momentum": 0.0})  # plain SGD keeps no state: 2.4 MB per member
+    assert auto_size(plain, data, "cpu", threads=1, cache=cache) == 3
+    adam = recipe.with_values({"train.optimizer": "adam"})  # two states: 4.8 MB, one member
+    assert auto_size(adam, data, "cpu", threads=1, cache=cache) == 1
+    small = recipe.with_values({"model.hidden": [64, 64]})  # overhead-bound: as many as MAX_AUTO
+    assert auto_size(small, data, "cpu", threads=1, cache=cache) == 32

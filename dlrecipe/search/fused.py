@@ -7,7 +7,12 @@ K * C channels (so its statistics stay per member). Dropout draws each member's 
 generator, in the order and shape the member's own nn.Dropout would (CPU: the same masks as training it alone).
 
 Activations travel in one of three layouts: "shared" (the input, [B, ...], the same for every member), "conv"
-([B, K * C, *spatial]: members' channels side by side, what grouped convolutions want) and "lin" ([K, B, F]).
+([B, K * C, H, W]: members' channels side by side, what grouped convolutions want; a 1-D signal is an image of
+height 1) and "lin" ([K, B, F]). On CPU the conv layout is channels last ([B, H, W, K * C] in memory): batch norm
+and pooling over [B, K * C, L] channels first loop over rows of L <= 40 values, 3x (batch norm) and 7x (max-pool)
+slower per element than over channels last, where the K * C channels of a position are one contiguous vector
+(measured on recipes/mnist1d_cnn.toml's blocks, K = 12: they had been most of a fused step); oneDNN's grouped
+convolution runs as fast either way. On CUDA the layout stays channels first, cuDNN's usual one.
 
 The optimizer step is one vectorised update per fused tensor for every optimizer of dlrecipe.components.OPTIMIZERS,
 with each member's LR, weight decay, momentum, betas, eps and rho as broadcast coefficients; the formulas are
@@ -39,11 +44,24 @@ class NotFusable(Exception):
     """These members cannot run as one fused model (the reason says which layer or setting): train them alone."""
 
 
+def _pool2d(m: nn.Module) -> dict:
+    """A pooling layer as the 2-D pooling call over the conv layout (a 1-D pool: over width, height 1)."""
+    one_d = isinstance(m, (nn.MaxPool1d, nn.AvgPool1d))
+    two = lambda v, pad=1: (pad, *(v if isinstance(v, tuple) else (v,))) if one_d else v
+    args = {"kernel_size": two(m.kernel_size), "stride": two(m.stride), "padding": two(m.padding, 0),
+            "ceil_mode": m.ceil_mode}
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        return {"fn": F.max_pool2d, "args": {**args, "dilation": two(m.dilation)}}
+    if getattr(m, "divisor_override", None) is not None:
+        raise NotFusable(f"{m} (divisor_override)")
+    return {"fn": F.avg_pool2d, "args": {**args, "count_include_pad": m.count_include_pad}}
+
+
 @dataclass
 class _Op:
     kind: str                   # flatten | linear | maxout | conv | bn | act | pool | dropout
     names: dict = field(default_factory=dict)   # role (weight, bias, ...) -> fused tensor name
-    module: nn.Module | None = None             # act / pool: applied as it is
+    module: nn.Module | None = None             # act: applied as it is
     conf: dict = field(default_factory=dict)
 
 
@@ -145,7 +163,7 @@ class FusedNet:
             names = {"weight": self._stack(f"{n}.weight", entries, "weight", param=True, decay=True)}
             if m.bias is not None:
                 names["bias"] = self._stack(f"{n}.bias", entries, "bias", param=True, decay=False)
-            return _Op("conv", names, conf={"dims": len(m.kernel_size), "padding": m.padding})
+            return _Op("conv", names, conf={"padding": (0, *m.padding) if len(m.padding) == 1 else m.padding})
         if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
             if not (m.affine and m.track_running_stats) or m.momentum is None:
                 raise NotFusable(f"layer {pos}: {m} (only affine batch norm with running statistics)")
@@ -159,7 +177,7 @@ class FusedNet:
         if type(m) in ELEMENTWISE:
             return _Op("act", module=m)
         if type(m) in POOLS:
-            return _Op("pool", module=m)
+            return _Op("pool", module=m, conf=_pool2d(m))
         raise NotFusable(f"layer {pos}: {type(m).__name__} has no fused form (learned or random activations and "
                          f"DropConnect train one member at a time)")
 
@@ -196,10 +214,17 @@ class FusedNet:
                     x = x.view(K, B, op.conf["out"], op.conf["k"]).amax(dim=-1)
             elif op.kind == "conv":
                 w = P[op.names["weight"]]                              # [K, out, in, *k]
-                conv = F.conv1d if op.conf["dims"] == 1 else F.conv2d
+                w = w.reshape(-1, w.shape[2], *([1] if w.dim() == 4 else []), *w.shape[3:])  # [K*out, in, (1,) k]
                 bias = P[op.names["bias"]].reshape(-1) if "bias" in op.names else None
                 groups = 1 if layout == "shared" else K                # shared input: one conv, K*out channels
-                x = conv(x, w.reshape(-1, *w.shape[2:]), bias, padding=op.conf["padding"], groups=groups)
+                cpu = x.device.type == "cpu"                           # channels last (module docstring)
+                if layout == "shared":                                 # a 1-D signal as an image of height 1
+                    x = x.unsqueeze(2) if x.dim() == 3 else x
+                    x = x.contiguous(memory_format=torch.channels_last) if cpu else x
+                x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last) if cpu else w, bias,
+                             padding=op.conf["padding"], groups=groups)
+                if cpu:  # (a one-channel input's output comes out channels first); norms and pools keep it
+                    x = x.contiguous(memory_format=torch.channels_last)
                 layout = "conv"
             elif op.kind == "bn":
                 args = (self.buffers[op.names["mean"]].view(-1), self.buffers[op.names["var"]].view(-1),
@@ -210,8 +235,12 @@ class FusedNet:
                 else:                                                  # [K, B, C] -> [B, K*C] and back
                     c = x.shape[-1]
                     x = F.batch_norm(x.transpose(0, 1).reshape(B, K * c), *args).view(B, K, c).transpose(0, 1)
-            elif op.kind in ("act", "pool"):
+            elif op.kind == "act":
                 x = op.module(x)
+            elif op.kind == "pool":
+                if layout != "conv":
+                    raise NotFusable("a pooling layer outside the convolution stack")
+                x = op.conf["fn"](x, **op.conf["args"])                # [B, K*C, H', W'], channels last on CPU
             elif op.kind == "dropout" and self.training:
                 x = x * self._masks(op.conf["pos"], tuple(x.shape[1:]), x, gens)
         if layout != "lin":
@@ -434,7 +463,7 @@ class FusedOptimizer:
                     if "buf" not in st:
                         st["buf"] = g.detach().clone()
                     else:
-                        st["buf"].mul_(c("momentum", d)).add_(g)
+                        torch.addcmul(g, st["buf"], c("momentum", d), out=st["buf"])  # buf m + g, one pass
                     g = g.addcmul(c("momentum", d), st["buf"]) if name == "nesterov" else st["buf"]
                 p.addcmul_(c("lr", d), g, value=-1)
             elif name == "adagrad":

@@ -39,10 +39,16 @@ PER_MEMBER = ("train.lr", "train.weight_decay", "train.momentum", "train.beta1",
 MAX_AUTO = 32            # auto population size: at most this many members (diminishing returns past it on CPU)
 MAX_AUTO_CUDA = 128      # ... on a GPU, where a small model fills a tiny fraction of the device (HFTA fuses 10s-100s)
 MEMORY_SHARE = 0.25      # ... their tensors within this share of the device's free memory
-CPU_CACHE_BYTES = 4 << 20  # ... and on CPU their weights, gradients and optimizer state within about 2x a core's L2:
-# a fused step streams K members' tensors through the cache where one model alone stays in it, so past this size
-# fusing stops paying (measured on 2 EPYC cores: 32-64 wide MLPs 4-7x faster per trial at K = 16-32, a 512-wide
-# one 1.0-1.3x at any K: its matmuls are compute-bound already)
+# ... and on CPU the members' weights, gradients and optimizer states within CACHE_SHARE of the cache one torch
+# thread may count on: its core's L2 plus half its share of the L3 (the other half for activations and other
+# processes), per thread. A fused step sweeps every member's tensors once forward, once backward and once in the
+# update, so past the cache each member's weights come from DRAM (per member-step, at 1 thread on 2 EPYC cores with
+# a 1 MB L2 and 32 MB L3: the 512-wide digits MLP 0.75 ms at K = 2-3, 0.91 ms at K = 1, 1.26 ms at K = 8; the
+# 256-wide one, batch 64, 0.58 ms at K = 4, 0.78 at K = 1; the 64-wide one keeps gaining up to K = 32).
+CACHE_SHARE = 0.5
+FALLBACK_CACHE = 4 << 20  # bytes per thread where /sys does not say (not Linux): L2 plus half an L3 share, typical
+OPTIMIZER_STATES = {"sgd": 1, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 2, "adam": 2, "adamw": 2,
+                    "nadam": 2}  # tensors of the parameters' size each optimizer keeps (sgd: its momentum buffer)
 PER_STEP_CHECK = 16      # a member's NaN/Inf loss is looked for every this many steps (as loop.fit does)
 
 
@@ -72,10 +78,35 @@ def fusable_kind(recipe) -> str | None:
     return None
 
 
-def auto_size(recipe, data, device: str) -> int:
+def cache_per_thread(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Bytes of cache one thread may count on (see CACHE_SHARE): its core's L2 plus CACHE_SHARE of its share of
+    the L3, read from Linux's cache description (index*/level, size, shared_cpu_list); FALLBACK_CACHE without it."""
+    from pathlib import Path
+
+    sizes = {}
+    for d in Path(root).glob("index*"):
+        try:
+            level, kind = int((d / "level").read_text()), (d / "type").read_text().strip()
+            text = (d / "size").read_text().strip().upper()
+            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+            shared = sum(int(b) - int(a) + 1 for a, _, b in (r.partition("-") if "-" in r else (r, "", r)
+                         for r in (d / "shared_cpu_list").read_text().strip().split(",")))
+        except (OSError, ValueError):
+            continue
+        if kind in ("Unified", "Data") and level in (2, 3):
+            sizes[level] = size / max(shared, 1)
+    if 2 not in sizes and 3 not in sizes:
+        return FALLBACK_CACHE
+    return int(sizes.get(2, 0) + CACHE_SHARE * sizes.get(3, 0))
+
+
+def auto_size(recipe, data, device: str, *, threads: int | None = None, cache: int | None = None) -> int:
     """Members per population from the model size and the device's free memory, and on CPU its cache
-    (search.population = 0)."""
+    (search.population = 0): on CPU as many members as keep their weights, gradients and optimizer states within
+    the cache of the torch threads that run them (CACHE_SHARE), a multiple of the threads (bmm gives each thread
+    whole members), at least 1."""
     from ..models import build_model, count_parameters
+    from .fused import member_hyperparameters
 
     model = build_model(recipe, data, seed=recipe["seed"])
     params = count_parameters(model)
@@ -92,11 +123,19 @@ def auto_size(recipe, data, device: str) -> int:
     if str(device).startswith("cuda"):
         free = torch.cuda.mem_get_info()[0]
         return max(1, min(MAX_AUTO_CUDA, int(MEMORY_SHARE * free // max(per_member, 1))))
-    else:
-        import os
+    import os
 
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        fits = min(int(MEMORY_SHARE * free // max(per_member, 1)), CPU_CACHE_BYTES // max(16 * params, 1))
+    tr = recipe.section("train")
+    states = OPTIMIZER_STATES.get(tr["optimizer"], 2)
+    if tr["optimizer"] == "sgd" and member_hyperparameters(tr)["momentum"] == 0:
+        states = 0
+    threads = threads or torch.get_num_threads()
+    swept = 4 * params * (2 + states)  # float32 bytes a step sweeps per member: weights, gradients, states
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    fits = min(int(MEMORY_SHARE * free // max(per_member, 1)),
+               int(threads * (cache or cache_per_thread()) // max(swept, 1)))
+    if fits > threads:
+        fits -= fits % threads
     return max(1, min(MAX_AUTO, fits))
 
 
