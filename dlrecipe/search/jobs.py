@@ -1,0 +1,181 @@
+"""--jobs: the leader trains slots itself and starts extra worker processes only when the work left pays for them.
+
+A worker process is spawned (no fork after torch and the storage are loaded), so it imports torch and optuna and
+loads the data before it claims anything: 2.5-4 s on 2 cores, longer than a fused coarse stage of small models
+takes. So the leader, which has all of that already, is worker 1; after each population (or trial) it runs, it
+estimates the work left from its own seconds per slot, and starts one more process only when that process is
+expected to save at least GAIN_MARGIN start-ups (`child_pays`). A process that comes up claims what is still
+waiting; one still starting when the slots are done is stopped, not waited for.
+
+--jobs N: at most N processes (the leader and N - 1 started this way); --jobs 1: the leader alone, as before.
+--jobs auto (the default): at most one process per core (cores // OMP_NUM_THREADS when that is set), by the same
+rule; 1 on a GPU (one device: a population fills it), on a busy machine (load average above the cores: a new
+process gets no core of its own) and for models or data passed as Python objects (they exist in this process only).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+STARTUP_GUESS_S = 3.0  # a process's start-up on an idle machine (import torch + optuna, the data: 2.5-4 s on 2 cores)
+GAIN_MARGIN = 0.5      # start a process only when it should save at least this many start-ups of wall time
+
+
+def parse_jobs(value) -> int | None:
+    """--jobs / jobs=: "auto" (or None) -> None; a whole number >= 1 -> itself; else a one-line error."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        n = int(value)
+        if isinstance(value, float) and n != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"--jobs {value!r} is not allowed: a number of worker processes (at least 1) or auto")
+    if n < 1:
+        raise UserError(f"--jobs {n} is not allowed: at least 1 worker process (or auto)")
+    return n
+
+
+def auto_workers(*, cores: int, omp_threads: int | None, device: str, local_objects: bool) -> int:
+    """--jobs auto's most worker processes (the rule in the module docstring)."""
+    if str(device).startswith("cuda") or local_objects:
+        return 1
+    return max(1, cores // max(omp_threads or 1, 1))
+
+
+def startup_guess(load: float | None = None, n_cores: int | None = None) -> float:
+    """A process's start-up before one is measured: STARTUP_GUESS_S, longer in proportion on a machine whose load
+    average is above its cores (measured: 5.5 s at load 5 on 2 cores)."""
+    from ..threads import cores, load_average
+
+    load = load_average() if load is None else load
+    return STARTUP_GUESS_S * max(1.0, (load or 0.0) / (n_cores or cores()))
+
+
+def child_pays(remaining_s: float | None, workers: int, startup_s: float) -> bool:
+    """Whether one more process pays: `workers` processes finish the work left (remaining_s of one process's time)
+    in R / w; one more, up after a start-up S, in S + (R - w S) / (w + 1): it saves (R - w S) / (w (w + 1)), which
+    must be at least GAIN_MARGIN * S (covers the estimate's error and the start-up's CPU). None: nothing measured."""
+    if remaining_s is None or workers < 1:
+        return False
+    return (remaining_s - workers * startup_s) / (workers * (workers + 1)) >= GAIN_MARGIN * startup_s
+
+
+def remaining_seconds(waiting: dict[str, int], per_slot: dict[str, float]) -> float | None:
+    """One process's seconds for the waiting slots (stage -> count) of the stages it has measured (stage -> seconds
+    per slot); None: none measured yet. A stage not measured yet counts nothing: fused coarse trials say little
+    about fine ones trained alone (either way, by 10x), so the first fine trial is measured before it counts."""
+    if not any(st in per_slot for st in waiting):
+        return None
+    return sum(n * per_slot[st] for st, n in waiting.items() if st in per_slot)
+
+
+class Crew:
+    """The leader's extra worker processes: started by `tick` when they pay, counted while they work, stopped by
+    `close`. states[i] (shared): 0 starting (no storage touched yet), > 0 working since that wall time, -1 gone."""
+
+    def __init__(self, settings: dict, run_dir: Path, device: str, most: int, recipe, input_shape: tuple[int, ...]):
+        import multiprocessing
+
+        from ..threads import macs_per_step
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.settings, self.run_dir, self.device, self.most, self.recipe = settings, run_dir, device, most, recipe
+        self.states = self.ctx.Array("d", max(most - 1, 1))
+        self.stop = self.ctx.Event()
+        self.procs: list = []  # (process, started at: wall time)
+        self.per_slot: dict[str, float] = {}
+        self.startup_s = startup_guess()  # until the first process has come up: then measured
+        try:
+            self.macs = macs_per_step(recipe, input_shape)  # for the leader's threads once others are up
+        except Exception:  # noqa: BLE001 - a model the policy cannot build: counted as large
+            self.macs = float("inf")
+        self._threads = None  # the leader's torch threads before any process came up (restored when alone again)
+        self._fitted_for = 1
+
+    def here(self) -> int:
+        """Worker processes claiming slots on this machine now: the leader and those that are up."""
+        return 1 + sum(v > 0 for v in self.states[:len(self.procs)])
+
+    def ran(self, stage: str, slots: int, seconds: float) -> None:
+        """The leader ran `slots` slots of `stage` as one claim in `seconds`."""
+        self.per_slot[stage] = seconds / max(slots, 1)
+
+    def tick(self, trials: list) -> None:
+        """Between the leader's claims: notice processes that came up or died, fit the leader's threads, and start
+        one more process when it pays."""
+        from optuna.trial import TrialState
+
+        for i, (p, started) in enumerate(self.procs):
+            v = self.states[i]
+            if v > 0 and started:
+                self.startup_s = max(v - started, 0.0)  # measured: later estimates use it
+                self.procs[i] = (p, 0.0)
+            if v >= 0 and not p.is_alive():  # is_alive reaps it: a dead pid is then seen as dead
+                self.states[i] = -1
+        self._fit_threads()
+        starting = sum(self.states[i] == 0 for i in range(len(self.procs)))
+        if len(self.procs) + 1 >= self.most or starting:
+            return  # one start-up at a time: the next decision uses the work left once this one is up
+        waiting: dict[str, int] = {}
+        for t in trials:
+            if t.state == TrialState.WAITING:
+                waiting[t.user_attrs.get("stage")] = waiting.get(t.user_attrs.get("stage"), 0) + 1
+        if child_pays(remaining_seconds(waiting, self.per_slot), self.here(), self.startup_s):
+            self._start()
+            self._fit_threads()
+
+    def _start(self) -> None:
+        from .workers import _child
+
+        i = len(self.procs)
+        p = self.ctx.Process(target=_child, args=(self.settings["storage"], self.settings["study"],
+                                                  str(self.run_dir), self.device, os.getpid(), self.most,
+                                                  self.states, i, self.stop), daemon=True)
+        started = time.time()
+        p.start()
+        self.procs.append((p, started))
+
+    def _fit_threads(self) -> None:
+        """The leader's torch threads by dlrecipe.threads' policy for the processes running now, those starting
+        included: a process importing torch takes a core, and a 2-thread leader would wait at every operator for
+        its descheduled thread (OMP_NUM_THREADS set: the user's, kept)."""
+        n = 1 + sum(v >= 0 for v in self.states[:len(self.procs)])
+        if n == self._fitted_for or os.environ.get("OMP_NUM_THREADS"):
+            return
+        import torch
+
+        from ..threads import threads_for
+
+        if self._threads is None:
+            self._threads = torch.get_num_threads()
+        torch.set_num_threads(self._threads if n == 1 else min(self._threads, threads_for(self.macs, jobs=n)))
+        self._fitted_for = n
+
+    def started(self) -> int:
+        return len(self.procs)
+
+    def close(self, wait_s: float = 30.0) -> None:
+        """Stop every process: one still starting is terminated (it has touched nothing), one working finishes
+        its claim loop (nothing is left to claim, or the leader was interrupted) and is joined."""
+        self.stop.set()
+        deadline = time.time() + wait_s
+        for i, (p, _) in enumerate(self.procs):
+            with self.states.get_lock():  # a process comes up under this lock only if stop is not set yet
+                starting = self.states[i] == 0
+            if starting:
+                p.terminate()
+            p.join(max(deadline - time.time(), 0.1))
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        self._fit_threads_alone()
+
+    def _fit_threads_alone(self) -> None:
+        if self._threads is not None:
+            import torch
+
+            torch.set_num_threads(self._threads)
