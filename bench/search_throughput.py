@@ -37,6 +37,7 @@ from torch import nn
 
 SPACE = '{"train.lr" = {log_uniform = [0.005, 0.5]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 STAGE = [0.0]  # the last dlrecipe_search's coarse-stage seconds
+PROCESSES = [1]  # the last dlrecipe_search's worker processes (the leader and those --jobs started)
 DEVICE = ["cpu"]  # --device: where both sides train (the hand loops' tensors and models too)
 CNN_SPACE = '{"train.lr" = {log_uniform = [3e-4, 3e-2]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 
@@ -65,6 +66,7 @@ def dlrecipe_search(trials: int, epochs: int, jobs: int | str, hidden: int, batc
         # the coarse stage: from the first trial's start to the last one's end (no set-up, final test or plots)
         stage = (max(t.datetime_complete for t in study.trials) - min(t.datetime_start for t in study.trials))
     STAGE[-1] = stage.total_seconds()
+    PROCESSES[-1] = (result.summary.get("jobs") or {}).get("processes", jobs)
     keys = ("train.lr", "train.weight_decay")
     assert result.summary["trials"]["complete"] + result.summary["trials"]["diverged"] == trials, result.summary
     return seconds, [{k: r[k] for k in keys} for r in sorted(result.trials, key=lambda r: r["number"])]
@@ -219,6 +221,7 @@ def main() -> None:
         if name in skip:
             continue
         times: dict[str, list[float]] = {k: [] for k in [*run, *(f"{v}_stage" for v in run)]}
+        procs: dict[str, list[int]] = {}
         for _ in range(a.repeats):  # interleaved: each repeat measures every variant once, in the same minute
             if not a.jobs_only:
                 seconds, params = run["one"]()
@@ -228,6 +231,7 @@ def main() -> None:
             for k in ("fused",) if a.no_jobs2 else ("fused", "jobs2", "auto"):
                 times[k].append(run[k]()[0])
                 times[f"{k}_stage"].append(STAGE[-1])
+                procs.setdefault(k, []).append(PROCESSES[-1])
         per_min = {k: 60 * n / statistics.median(v) for k, v in times.items() if v}
         for text, x, y in (("coarse stage, populations (auto) / hand", "fused_stage", "hand"),
                            ("coarse stage, one at a time / hand", "one_stage", "hand"),
@@ -244,6 +248,8 @@ def main() -> None:
                 continue
             print(f"| {label:<40} | {text:<44} | {per_min[x]:>12.1f} | {per_min[y]:>12.1f} | "
                   f"{per_min[x] / per_min[y]:>6.2f} |", flush=True)
+        print(f"  ({label}: worker processes per repeat: "
+              + ", ".join(f"{k} {procs[k]}" for k in procs) + ")", flush=True)
 
 
 if __name__ == "__main__":

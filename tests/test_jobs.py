@@ -58,6 +58,16 @@ def test_another_process_pays_only_when_it_saves_half_a_start_up(remaining, work
     assert J.child_pays(remaining, workers, startup) is pays
 
 
+@pytest.mark.parametrize("remaining, speedup, pays", [
+    (20.0, 1.0, True),    # a small model: (20 - 3) / 2 = 8.5 s saved
+    (20.0, 1.6, True),    # the leader drops from 2 threads to 1: 20 * 0.2 - 1.5 = 2.5 s >= 1.5
+    (14.0, 1.6, False),   # 14 * 0.2 - 1.5 = 1.3 s: not enough
+    (100.0, 2.0, False),  # a second process only halves the leader's speed: never
+])
+def test_a_leader_that_loses_threads_needs_more_work_left(remaining, speedup, pays):
+    assert J.child_pays(remaining, 1, 3.0, speedup) is pays
+
+
 def test_the_work_left_counts_only_stages_measured_here():
     assert J.remaining_seconds({"coarse": 4, "fine": 3}, {"coarse": 0.5}) == pytest.approx(2.0)
     assert J.remaining_seconds({"coarse": 4, "fine": 3}, {"coarse": 0.5, "fine": 2.0}) == pytest.approx(8.0)

@@ -22,6 +22,7 @@ from ..errors import UserError
 
 STARTUP_GUESS_S = 3.0  # a process's start-up on an idle machine (import torch + optuna, the data: 2.5-4 s on 2 cores)
 GAIN_MARGIN = 0.5      # start a process only when it should save at least this many start-ups of wall time
+THREAD_EFFICIENCY = 0.8  # a larger model's speed-up per thread (recipes/mnist1d_cnn.toml: 1.6x on 2 threads)
 
 
 def parse_jobs(value) -> int | None:
@@ -55,13 +56,21 @@ def startup_guess(load: float | None = None, n_cores: int | None = None) -> floa
     return STARTUP_GUESS_S * max(1.0, (load or 0.0) / (n_cores or cores()))
 
 
-def child_pays(remaining_s: float | None, workers: int, startup_s: float) -> bool:
+def child_pays(remaining_s: float | None, workers: int, startup_s: float, speedup: float = 1.0) -> bool:
     """Whether one more process pays: `workers` processes finish the work left (remaining_s of one process's time)
     in R / w; one more, up after a start-up S, in S + (R - w S) / (w + 1): it saves (R - w S) / (w (w + 1)), which
-    must be at least GAIN_MARGIN * S (covers the estimate's error and the start-up's CPU). None: nothing measured."""
+    must be at least GAIN_MARGIN * S (covers the estimate's error and the start-up's CPU). None: nothing measured.
+
+    speedup: how much faster the leader alone runs on its threads now than on the fewer it drops to once a second
+    process starts (a larger model on 2 threads: 1.6x). Then the leader does S / s of work during the start-up and
+    the two s-times-slower processes the rest: R s / 2 + S / 2 in all, a saving of R (1 - s / 2) - S / 2."""
     if remaining_s is None or workers < 1:
         return False
-    return (remaining_s - workers * startup_s) / (workers * (workers + 1)) >= GAIN_MARGIN * startup_s
+    if workers == 1 and speedup > 1.0:
+        saved = remaining_s * (1 - speedup / 2) - startup_s / 2
+    else:
+        saved = (remaining_s - workers * startup_s) / (workers * (workers + 1))
+    return saved >= GAIN_MARGIN * startup_s
 
 
 def remaining_seconds(waiting: dict[str, int], per_slot: dict[str, float]) -> float | None:
@@ -124,7 +133,7 @@ class Crew:
         for t in trials:
             if t.state == TrialState.WAITING:
                 waiting[t.user_attrs.get("stage")] = waiting.get(t.user_attrs.get("stage"), 0) + 1
-        if child_pays(remaining_seconds(waiting, self.per_slot), self.here(), self.startup_s):
+        if child_pays(remaining_seconds(waiting, self.per_slot), self.here(), self.startup_s, self._speedup()):
             self._start()
             self._fit_threads()
 
@@ -138,6 +147,18 @@ class Crew:
         started = time.time()
         p.start()
         self.procs.append((p, started))
+
+    def _speedup(self) -> float:
+        """The leader's speed on its threads now over the threads it would drop to with one more process (a small
+        model: 1, its threads gain nothing; else threads scale at THREAD_EFFICIENCY, 1.6x from a second core)."""
+        import torch
+
+        from ..threads import SMALL_MACS, threads_for
+
+        if os.environ.get("OMP_NUM_THREADS") or self.macs < SMALL_MACS:
+            return 1.0
+        now, then = torch.get_num_threads(), threads_for(self.macs, jobs=self.here() + 1)
+        return 1.0 if then >= now else THREAD_EFFICIENCY * now / then
 
     def _fit_threads(self) -> None:
         """The leader's torch threads by dlrecipe.threads' policy for the processes running now, those starting

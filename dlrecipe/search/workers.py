@@ -415,7 +415,11 @@ def _child(storage_url: str, study_name: str, run_dir: str, device: str, parent:
            index: int, stop) -> None:
     """A --jobs worker process (dlrecipe.search.jobs): torch threads by dlrecipe.threads' policy for `share`
     processes; it reads the study and loads the data, then comes up (states[index] = the time) unless the leader
-    has stopped already, and claims slots until none is left, the leader says stop, or the leader has died."""
+    has stopped already, and claims slots until none is left, the leader says stop, or the leader has died.
+    Ctrl-C is the leader's to handle (it says stop, then terminates what is still running after a few seconds)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch  # noqa: F401 - the start-up the leader measures
 
     from ..threads import configure
