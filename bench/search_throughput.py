@@ -19,7 +19,8 @@ the size where per-step overhead dominates) and recipes/mnist1d_cnn.toml's CNN (
 trains each model with plain PyTorch the same way (the CNN: conv-BN-ReLU-maxpool blocks, Adam).
 --jobs (issue 15): the fused search with --jobs 1 (this process alone), --jobs 2 (the leader and one more process
 when the work left pays for its start-up) and the default, --jobs auto (dlrecipe.search.jobs); --jobs-only measures
-just these three. Run with OMP_NUM_THREADS=1 (torch's threads are then 1, as dlrecipe's thread policy gives these models) and
+just these three.
+Run with OMP_NUM_THREADS=1 (torch's threads are then 1, as dlrecipe's thread policy gives these models) and
 without it (torch's default), and quote which.
 """
 from __future__ import annotations
