@@ -3,6 +3,7 @@ searches where the leader trains slots itself and starts another process only wh
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import optuna
@@ -75,6 +76,22 @@ def test_the_work_left_counts_only_stages_measured_here():
     assert J.remaining_seconds({}, {"coarse": 0.5}) is None
 
 
+@pytest.mark.parametrize("busy, ours, workers, spare", [
+    (2.0, 2.0, 1, 1.0),    # 2 cores over 2 s: the leader busy on one, nothing else: one core spare
+    (6.0, 2.0, 1, -1.0),   # other programs kept both cores busy: none
+    (3.0, 2.0, 1, 0.5),    # half a core taken by others
+    (4.0, 4.0, 2, 0.0),    # the leader and one process: both cores ours
+])
+def test_spare_cores_leave_out_what_others_keep_busy(busy, ours, workers, spare):
+    assert J.spare_cores(2, busy, ours, 2.0, workers) == pytest.approx(spare)
+
+
+def test_cpu_seconds_are_read_from_proc_on_linux():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("reads /proc (Linux)")
+    assert J._cpu_busy_s() > 0 and J._process_cpu_s(os.getpid()) > 0 and J._process_cpu_s(2 ** 22 + 7) == 0.0
+
+
 def test_the_start_up_guess_grows_with_the_load_above_the_cores():
     assert J.startup_guess(load=0.5, n_cores=2) == pytest.approx(J.STARTUP_GUESS_S)
     assert J.startup_guess(load=5.0, n_cores=2) == pytest.approx(2.5 * J.STARTUP_GUESS_S)
@@ -110,6 +127,7 @@ def test_jobs_2_runs_each_slot_once_with_the_leader_running_some(tmp_path, monke
     from dlrecipe.search import search
 
     monkeypatch.setattr(J, "STARTUP_GUESS_S", 0.0)
+    monkeypatch.setattr(J, "MIN_SPARE_CORES", -math.inf)  # whatever else runs on this machine
     recipe = small_recipe(**{"search.trials": 8, "search.coarse_epochs": 3, "search.fine_trials": 4,
                              "search.fine_epochs": 20, "search.population": 1})
     result = search(recipe, runs_dir=tmp_path, jobs=2, seeds=2)
@@ -134,6 +152,7 @@ def test_ctrl_c_with_a_second_process_stops_it_and_resume_finishes(tmp_path, mon
     from dlrecipe.search import resume, search
 
     monkeypatch.setattr(J, "STARTUP_GUESS_S", 0.0)
+    monkeypatch.setattr(J, "MIN_SPARE_CORES", -math.inf)  # whatever else runs on this machine
     ctrl_c_in_training(monkeypatch, 3)  # the leader's third trial (a started process trains with the real one)
     recipe = small_recipe(**{"search.trials": 6, "search.coarse_epochs": 2, "search.fine_trials": 1,
                              "search.fine_epochs": 2, "search.population": 1})

@@ -4,8 +4,9 @@ A worker process is spawned (no fork after torch and the storage are loaded), so
 loads the data before it claims anything: 2.5-4 s on 2 cores, longer than a fused coarse stage of small models
 takes. So the leader, which has all of that already, is worker 1; after each population (or trial) it runs, it
 estimates the work left from its own seconds per slot, and starts one more process only when that process is
-expected to save at least GAIN_MARGIN start-ups (`child_pays`). A process that comes up claims what is still
-waiting; one still starting when the slots are done is stopped, not waited for.
+expected to save at least GAIN_MARGIN start-ups (`child_pays`), and only when other programs leave it a core
+(`spare_cores`, from /proc/stat: on cores that others keep busy a new process only slows everything). A process
+that comes up claims what is still waiting; one still starting when the slots are done is stopped, not waited for.
 
 --jobs N: at most N processes (the leader and N - 1 started this way); --jobs 1: the leader alone, as before.
 --jobs auto (the default): at most one process per core (cores // OMP_NUM_THREADS when that is set), by the same
@@ -22,6 +23,7 @@ from ..errors import UserError
 
 STARTUP_GUESS_S = 3.0  # a process's start-up on an idle machine (import torch + optuna, the data: 2.5-4 s on 2 cores)
 GAIN_MARGIN = 0.5      # start a process only when it should save at least this many start-ups of wall time
+MIN_SPARE_CORES = 0.5  # ... and only when other programs leave at least half a core idle for it
 THREAD_EFFICIENCY = 0.8  # a larger model's speed-up per thread (recipes/mnist1d_cnn.toml: 1.6x on 2 threads)
 
 
@@ -54,6 +56,33 @@ def startup_guess(load: float | None = None, n_cores: int | None = None) -> floa
 
     load = load_average() if load is None else load
     return STARTUP_GUESS_S * max(1.0, (load or 0.0) / (n_cores or cores()))
+
+
+def spare_cores(n_cores: int, busy_s: float, ours_s: float, interval_s: float, workers: int) -> float:
+    """Cores left for one more process: the cores, less what other programs kept busy over the interval (all
+    cores' busy seconds, less this search's processes' CPU seconds, over the interval) and one per process of ours
+    (each trains on 1 thread once another runs)."""
+    others = max(busy_s - ours_s, 0.0) / max(interval_s, 1e-9)
+    return n_cores - others - workers
+
+
+def _cpu_busy_s() -> float | None:
+    """Seconds all cores have been busy since boot (/proc/stat; steal counts: a vCPU the host took is not ours)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float:
+    """A live process's CPU seconds (/proc/<pid>/stat utime + stime; 0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def child_pays(remaining_s: float | None, workers: int, startup_s: float, speedup: float = 1.0) -> bool:
@@ -103,6 +132,8 @@ class Crew:
         except Exception:  # noqa: BLE001 - a model the policy cannot build: counted as large
             self.macs = float("inf")
         self._threads = None  # the leader's torch threads before any process came up (restored when alone again)
+        busy = _cpu_busy_s()
+        self._mark = None if busy is None else (busy, self._ours_s(), time.time())  # for _spare
         self._fitted_for = 1
 
     def here(self) -> int:
@@ -133,9 +164,29 @@ class Crew:
         for t in trials:
             if t.state == TrialState.WAITING:
                 waiting[t.user_attrs.get("stage")] = waiting.get(t.user_attrs.get("stage"), 0) + 1
-        if child_pays(remaining_seconds(waiting, self.per_slot), self.here(), self.startup_s, self._speedup()):
+        if child_pays(remaining_seconds(waiting, self.per_slot), self.here(), self.startup_s, self._speedup()) \
+                and self._spare() >= MIN_SPARE_CORES:
             self._start()
             self._fit_threads()
+
+    def _ours_s(self) -> float:
+        t = os.times()
+        return t.user + t.system + sum(_process_cpu_s(p.pid) for p, _ in self.procs if p.is_alive())
+
+    def _spare(self) -> float:
+        """spare_cores over the time since the last look (at least 2 s, else since the one before); without
+        /proc/stat: from the load average."""
+        from ..threads import cores, load_average
+
+        busy, now = _cpu_busy_s(), time.time()
+        if busy is None or self._mark is None:
+            return cores() - max((load_average() or 0.0) - self.here(), 0.0) - self.here()
+        busy0, ours0, t0 = self._mark
+        ours = self._ours_s()
+        spare = spare_cores(cores(), busy - busy0, ours - ours0, now - t0, self.here())
+        if now - t0 >= 2.0:
+            self._mark = (busy, ours, now)
+        return spare
 
     def _start(self) -> None:
         from .workers import _child
@@ -179,24 +230,28 @@ class Crew:
     def started(self) -> int:
         return len(self.procs)
 
-    def close(self, wait_s: float = 30.0) -> None:
-        """Stop every process: one still starting is terminated (it has touched nothing), one working finishes
-        its claim loop (nothing is left to claim, or the leader was interrupted) and is joined."""
+    def release(self) -> None:
+        """Nothing is left to claim (or the leader was interrupted): tell every process to stop, terminate those
+        still starting (they have touched nothing), and give the leader back its threads. Those up stop at their
+        next look; `close` reaps them later, so the leader does not wait for a process with nothing to do."""
         self.stop.set()
-        deadline = time.time() + wait_s
         for i, (p, _) in enumerate(self.procs):
             with self.states.get_lock():  # a process comes up under this lock only if stop is not set yet
                 starting = self.states[i] == 0
             if starting:
                 p.terminate()
-            p.join(max(deadline - time.time(), 0.1))
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-        self._fit_threads_alone()
-
-    def _fit_threads_alone(self) -> None:
         if self._threads is not None:
             import torch
 
             torch.set_num_threads(self._threads)
+
+    def close(self, wait_s: float = 30.0) -> None:
+        """release, then reap every process: one still in a claim (after Ctrl-C) gets until wait_s, then is
+        terminated."""
+        self.release()
+        deadline = time.time() + wait_s
+        for p, _ in self.procs:
+            p.join(max(deadline - time.time(), 0.1))
+            if p.is_alive():
+                p.terminate()
+                p.join(5)

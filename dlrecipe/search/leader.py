@@ -223,14 +223,16 @@ def _run_and_finish(w: Worker, run_dir: Path, storage, settings: dict, device: s
         crew = Crew(settings, run_dir, device, most, w.recipe, tuple(data.x_train.shape[1:]))
         w.here = crew.here
     try:
-        work(w, on_trial=record, crew=crew)
-        if crew is not None:
-            crew.close()  # nothing left to claim: those up stop at their next look, those starting at once
-        study = optuna.load_study(study_name=settings["study"], storage=storage)
-        record(study.get_trials(deepcopy=False))
+        try:
+            work(w, on_trial=record, crew=crew)
+            if crew is not None:
+                crew.release()  # nothing left to claim: those up stop at their next look, those starting at once
+            study = optuna.load_study(study_name=settings["study"], storage=storage)
+            record(study.get_trials(deepcopy=False))
+        finally:
+            progress.close()
+        settings["jobs"] = {"most": most, "processes": 1 + (crew.started() if crew is not None else 0)}
+        return _finish(w, study, settings, t0)  # meanwhile the processes up exit on their own
     finally:
-        if crew is not None:
-            crew.close(wait_s=5.0)  # Ctrl-C or an error: a process in a trial gets 5 s, then is terminated
-        progress.close()
-    settings["jobs"] = {"most": most, "processes": 1 + (crew.started() if crew is not None else 0)}
-    return _finish(w, study, settings, t0)
+        if crew is not None:  # reaped; after Ctrl-C or an error a process still in a trial gets 5 s, then is ended
+            crew.close(wait_s=5.0)
