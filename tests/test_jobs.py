@@ -162,7 +162,7 @@ def test_ctrl_c_with_a_second_process_stops_it_and_resume_finishes(tmp_path, mon
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     result = resume(run, jobs=1)
     rows = pd.DataFrame(result.trials)
-    standing = rows[rows.retried == False]  # noqa: E712 - a failed-and-queued-again trial counts by its retry
+    standing = rows[~rows.retried.astype(bool)]  # a failed-and-queued-again trial counts by its retry
     assert result.summary["status"] == "completed" and len(standing) == 7
     assert standing.groupby(["stage", "slot"]).size().eq(1).all()
 

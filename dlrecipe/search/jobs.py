@@ -10,8 +10,8 @@ that comes up claims what is still waiting; one still starting when the slots ar
 
 --jobs N: at most N processes (the leader and N - 1 started this way); --jobs 1: the leader alone, as before.
 --jobs auto (the default): at most one process per core (cores // OMP_NUM_THREADS when that is set), by the same
-rule; 1 on a GPU (one device: a population fills it), on a busy machine (load average above the cores: a new
-process gets no core of its own) and for models or data passed as Python objects (they exist in this process only).
+rule (a busy machine is the spare-core check's); 1 on a GPU (one device: a population fills it) and for models or
+data passed as Python objects (they exist in this process only).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-STARTUP_GUESS_S = 3.0  # a process's start-up on an idle machine (import torch + optuna, the data: 2.5-4 s on 2 cores)
+STARTUP_GUESS_S = 3.0  # a process's start-up on an idle machine (import torch, optuna, the data: 2.5-4 s, 2 cores)
 GAIN_MARGIN = 0.5      # start a process only when it should save at least this many start-ups of wall time
 MIN_SPARE_CORES = 0.5  # ... and only when other programs leave at least half a core idle for it
 THREAD_EFFICIENCY = 0.8  # a larger model's speed-up per thread (recipes/mnist1d_cnn.toml: 1.6x on 2 threads)
