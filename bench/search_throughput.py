@@ -17,6 +17,9 @@ Population training (issue 15): the same trials with search.population = 1 (one 
 trials fused into one model), for three models: the benchmark's MLP above, a small MLP (--small-hidden, 64 wide:
 the size where per-step overhead dominates) and recipes/mnist1d_cnn.toml's CNN (--cnn-trials trials). The hand loop
 trains each model with plain PyTorch the same way (the CNN: conv-BN-ReLU-maxpool blocks, Adam).
+--jobs (issue 15): the fused search with --jobs 1 (this process alone), --jobs 2 (the leader and one more process
+when the work left pays for its start-up) and the default, --jobs auto (dlrecipe.search.jobs); --jobs-only measures
+just these three.
 Run with OMP_NUM_THREADS=1 (torch's threads are then 1, as dlrecipe's thread policy gives these models) and
 without it (torch's default), and quote which.
 """
@@ -35,11 +38,12 @@ from torch import nn
 
 SPACE = '{"train.lr" = {log_uniform = [0.005, 0.5]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 STAGE = [0.0]  # the last dlrecipe_search's coarse-stage seconds
+PROCESSES = [1]  # the last dlrecipe_search's worker processes (the leader and those --jobs started)
 DEVICE = ["cpu"]  # --device: where both sides train (the hand loops' tensors and models too)
 CNN_SPACE = '{"train.lr" = {log_uniform = [3e-4, 3e-2]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 
 
-def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size: int, population: int = 0,
+def dlrecipe_search(trials: int, epochs: int, jobs: int | str, hidden: int, batch_size: int, population: int = 0,
                     cnn: bool = False) -> tuple[float, list[dict]]:
     """Seconds for `dlrecipe search recipes/digits_mlp.toml` (cnn: recipes/mnist1d_cnn.toml, its own model and batch
     size) with `trials` coarse trials, and their parameters."""
@@ -63,6 +67,7 @@ def dlrecipe_search(trials: int, epochs: int, jobs: int, hidden: int, batch_size
         # the coarse stage: from the first trial's start to the last one's end (no set-up, final test or plots)
         stage = (max(t.datetime_complete for t in study.trials) - min(t.datetime_start for t in study.trials))
     STAGE[-1] = stage.total_seconds()
+    PROCESSES[-1] = (result.summary.get("jobs") or {}).get("processes", jobs)
     keys = ("train.lr", "train.weight_decay")
     assert result.summary["trials"]["complete"] + result.summary["trials"]["diverged"] == trials, result.summary
     return seconds, [{k: r[k] for k in keys} for r in sorted(result.trials, key=lambda r: r["number"])]
@@ -180,6 +185,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, small, cnn")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: where both sides train")
     ap.add_argument("--no-jobs2", action="store_true", help="leave out --jobs 2 (on a GPU: one device, one process)")
+    ap.add_argument("--jobs-only", action="store_true", help="only --jobs 1, --jobs 2 and the default (--jobs auto)")
     a = ap.parse_args()
     DEVICE[0] = a.device
     skip = set(a.skip.split(",")) - {""}
@@ -190,17 +196,20 @@ def main() -> None:
             "hand": lambda p: hand_written(p, e, a.hidden, a.batch_size),
             "one": lambda: dlrecipe_search(t, e, 1, a.hidden, a.batch_size, population=1),
             "fused": lambda: dlrecipe_search(t, e, 1, a.hidden, a.batch_size),
-            "jobs2": lambda: dlrecipe_search(t, e, 2, a.hidden, a.batch_size)}),
+            "jobs2": lambda: dlrecipe_search(t, e, 2, a.hidden, a.batch_size),
+            "auto": lambda: dlrecipe_search(t, e, "auto", a.hidden, a.batch_size)}),
         "small": (f"digits MLP {a.small_hidden}-{a.small_hidden}, batch {a.batch_size}", t, {
             "hand": lambda p: hand_written(p, e, a.small_hidden, a.batch_size),
             "one": lambda: dlrecipe_search(t, e, 1, a.small_hidden, a.batch_size, population=1),
             "fused": lambda: dlrecipe_search(t, e, 1, a.small_hidden, a.batch_size),
-            "jobs2": lambda: dlrecipe_search(t, e, 2, a.small_hidden, a.batch_size)}),
+            "jobs2": lambda: dlrecipe_search(t, e, 2, a.small_hidden, a.batch_size),
+            "auto": lambda: dlrecipe_search(t, e, "auto", a.small_hidden, a.batch_size)}),
         "cnn": ("MNIST-1D CNN (mnist1d_cnn.toml)", a.cnn_trials, {
             "hand": lambda p: hand_written_cnn(p, e),
             "one": lambda: dlrecipe_search(a.cnn_trials, e, 1, 0, 0, population=1, cnn=True),
             "fused": lambda: dlrecipe_search(a.cnn_trials, e, 1, 0, 0, cnn=True),
-            "jobs2": lambda: dlrecipe_search(a.cnn_trials, e, 2, 0, 0, cnn=True)}),
+            "jobs2": lambda: dlrecipe_search(a.cnn_trials, e, 2, 0, 0, cnn=True),
+            "auto": lambda: dlrecipe_search(a.cnn_trials, e, "auto", 0, 0, cnn=True)}),
     }
     print("command: the whole dlrecipe search (run folder, storage, logs, final test, plots); coarse stage: first "
           "trial's start to last trial's end")
@@ -212,15 +221,18 @@ def main() -> None:
     for name, (label, n, run) in parts.items():
         if name in skip:
             continue
-        times: dict[str, list[float]] = {k: [] for k in [*run, "one_stage", "fused_stage", "jobs2_stage"]}
+        times: dict[str, list[float]] = {k: [] for k in [*run, *(f"{v}_stage" for v in run)]}
+        procs: dict[str, list[int]] = {}
         for _ in range(a.repeats):  # interleaved: each repeat measures every variant once, in the same minute
-            seconds, params = run["one"]()
-            times["one"].append(seconds)
-            times["one_stage"].append(STAGE[-1])
-            times["hand"].append(run["hand"](params))
-            for k in ("fused",) if a.no_jobs2 else ("fused", "jobs2"):
+            if not a.jobs_only:
+                seconds, params = run["one"]()
+                times["one"].append(seconds)
+                times["one_stage"].append(STAGE[-1])
+                times["hand"].append(run["hand"](params))
+            for k in ("fused",) if a.no_jobs2 else ("fused", "jobs2", "auto"):
                 times[k].append(run[k]()[0])
                 times[f"{k}_stage"].append(STAGE[-1])
+                procs.setdefault(k, []).append(PROCESSES[-1])
         per_min = {k: 60 * n / statistics.median(v) for k, v in times.items() if v}
         for text, x, y in (("coarse stage, populations (auto) / hand", "fused_stage", "hand"),
                            ("coarse stage, one at a time / hand", "one_stage", "hand"),
@@ -228,11 +240,17 @@ def main() -> None:
                            ("command, populations (auto) / hand", "fused", "hand"),
                            ("command, one at a time / hand", "one", "hand"),
                            ("command, populations / one at a time", "fused", "one"),
-                           ("command, --jobs 2 / --jobs 1", "jobs2", "fused")):
-            if x not in per_min:
+                           ("command, --jobs 2 / --jobs 1", "jobs2", "fused"),
+                           ("coarse stage, default (auto) / --jobs 1", "auto_stage", "fused_stage"),
+                           ("coarse stage, default (auto) / --jobs 2", "auto_stage", "jobs2_stage"),
+                           ("command, default (auto) / --jobs 1", "auto", "fused"),
+                           ("command, default (auto) / --jobs 2", "auto", "jobs2")):
+            if x not in per_min or y not in per_min:
                 continue
             print(f"| {label:<40} | {text:<44} | {per_min[x]:>12.1f} | {per_min[y]:>12.1f} | "
                   f"{per_min[x] / per_min[y]:>6.2f} |", flush=True)
+        print(f"  ({label}: worker processes per repeat: "
+              + ", ".join(f"{k} {procs[k]}" for k in procs) + ")", flush=True)
 
 
 if __name__ == "__main__":

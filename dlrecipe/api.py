@@ -100,7 +100,7 @@ def _key_of(word: str) -> str:
 
 
 def _resolve(recipe, *, model=None, data=None, task=None, overrides=None, seed=None, keys: dict | None = None,
-             jobs: int = 1):
+             jobs: int | str = "auto"):
     """The Recipe a command runs: the recipe (or none), with model/data objects registered and keys applied."""
     from .recipe import Recipe
 
@@ -122,7 +122,9 @@ def _resolve(recipe, *, model=None, data=None, task=None, overrides=None, seed=N
                             f"callable that returns one")
         values["model.kind"], values["model.factory"] = "python", memory.register_model(model)
         notes.append(f"model: {memory.describe(model)}")
-    if notes and jobs > 1:
+    from .search.jobs import parse_jobs
+
+    if notes and (parse_jobs(jobs) or 1) > 1:  # auto: one process for these
         raise UserError(f"jobs={jobs}: objects passed from Python exist only in this process; use jobs=1 (or a "
                         f"recipe whose data and model.factory name files and functions)")
     if recipe is None:
@@ -204,7 +206,7 @@ def train(recipe=None, *, model=None, data=None, task: str | None = None, overri
 
 
 def search(recipe=None, *, model=None, data=None, task: str | None = None, overrides=None, seed: int | None = None,
-           device: str = "auto", runs_dir: str | Path = "runs", jobs: int = 1, prune: str = "none", seeds: int = 1,
+           device: str = "auto", runs_dir: str | Path = "runs", jobs: int | str = "auto", prune: str = "none", seeds: int = 1,
            ensemble: int = 1, storage: str | None = None, study: str | None = None,
            from_lr_find: str | Path | None = None, resume: str | Path | None = None, worker: bool = False,
            progress: bool = False, **recipe_keys) -> Result:
@@ -232,7 +234,7 @@ def search(recipe=None, *, model=None, data=None, task: str | None = None, overr
 
 def run(recipe=None, *, model=None, data=None, task: str | None = None, overrides=None, seed: int | None = None,
         device: str = "auto", runs_dir: str | Path = "runs", budget: float | None = None, force: bool = False,
-        jobs: int = 1, passes: int | None = None, resume: str | Path | None = None, progress: bool = False,
+        jobs: int | str = "auto", passes: int | None = None, resume: str | Path | None = None, progress: bool = False,
         **recipe_keys) -> Result:
     """`dlrecipe run`: sanity, lr-find, search passes (at most `passes`, default 3) and report in one parent
     folder."""

@@ -265,7 +265,10 @@ def search(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOML
                                                              show_default=False)] = None,
            sets: SetOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = None,
            runs_dir: RunsDirOpt = Path("runs"), quiet: QuietOpt = False, debug: DebugOpt = False,
-           jobs: Annotated[int, typer.Option(help="worker processes here, each with torch threads = cores / N")] = 1,
+           jobs: Annotated[str, typer.Option(
+               metavar="N|auto", help="worker processes here at most, or auto: this process trains, and starts "
+                                      "another only when the work left pays for its start-up; auto allows one per "
+                                      "core (1 on a GPU)")] = "auto",
            prune: Annotated[str, typer.Option(help="stop hopeless coarse trials early: none, median or "
                                                    "successive-halving")] = "none",
            seeds: Annotated[int, typer.Option(help="rerun the selected configuration with N seeds (variance)")] = 1,
@@ -744,8 +747,8 @@ def run_all(recipe: Annotated[Path | None, typer.Argument(help="recipe file (TOM
                                                          "many minutes (scales the search)")] = None,
             force: Annotated[bool, typer.Option("--force", help="go on after a failed sanity check",
                                                 show_default=False)] = False,
-            jobs: Annotated[int, typer.Option(help="search worker processes, each with torch threads = cores / "
-                                                   "N")] = 1,
+            jobs: Annotated[str, typer.Option(metavar="N|auto", help="search worker processes at most, or auto "
+                                                                     "(see dlrecipe search --help)")] = "auto",
             resume: Annotated[Path | None, typer.Option(help="continue the interrupted or killed run in this run "
                                                              "folder: finished steps and trials are kept")] = None,
             passes: Annotated[int, typer.Option(min=1, help="search passes at most: after each, go back to the "

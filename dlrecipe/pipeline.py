@@ -128,7 +128,7 @@ def _check_budget(budget_minutes: float | None) -> None:
 
 
 def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", budget_minutes: float | None = None,
-               force: bool = False, jobs: int = 1, say: Callable[[str], None] | None = None,
+               force: bool = False, jobs: int | str = "auto", say: Callable[[str], None] | None = None,
                quiet: bool = True, passes: int = DEFAULT_PASSES) -> RunResult:
     """Sanity, lr-find, search passes (coarse then fine; pass 1 from lr-find's range, each next one with the change
     its predecessor's diagnosis calls for), extra seeds with the budget left, the selection on validation (an
@@ -159,7 +159,7 @@ def run_recipe(recipe, *, device: str = "auto", runs_dir: str | Path = "runs", b
 RESUMABLE = ("interrupted", "running")  # "running": the process was killed before it could write its end
 
 
-def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int = 1, say: Callable[[str], None] | None = None,
+def resume_run(run_dir: str | Path, *, device: str = "auto", jobs: int | str = "auto", say: Callable[[str], None] | None = None,
                quiet: bool = True) -> RunResult:
     """Continue an interrupted or killed `dlrecipe run` in its own folder: finished steps are kept as they are, an
     interrupted search continues with its finished trials (search --resume), a step that had not finished runs
@@ -214,7 +214,7 @@ def _clear_unfinished(folder: Path) -> None:
         folder.rename(folder.with_name(f"{folder.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
-def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, device: str, jobs: int,
+def _chain(recipe, run_dir: Path, summary: dict, done: list[dict], *, data, device: str, jobs: int | str,
            say: Callable[[str], None] | None, quiet: bool, spent: float = 0.0) -> RunResult:
     """The steps in order; a step in `done` (steps.csv rows of an earlier try) is kept, not run again."""
     from .data import withheld_test_split
@@ -488,7 +488,7 @@ def selected_findings(run_dir: Path, search_dir: Path, ss: dict) -> list:
 
 def _search_pass(pass_recipe, k: int, search_dir: Path, run_dir: Path, lr_dir: Path, left: float | None,
                  max_passes: int, epoch_s: float | None, n_train: int, summary: dict, rec: dict, device: str,
-                 jobs: int, quiet: bool, say):
+                 jobs: int | str, quiet: bool, say):
     """One search pass: continued when its trials had started (a resume), else planned from the budget left."""
     from . import search as S
 

@@ -207,7 +207,8 @@ def test_a_diverging_trial_never_stops_the_search(tmp_path):
 
 
 def test_jobs_seeds_ensemble_and_pruning(tmp_path):
-    """Two worker processes share the journal; the selected config is rerun with 2 seeds; top-3 ensemble."""
+    """--jobs 2 (the leader, and a second process if it pays); the selected config is rerun with 2 seeds; top-3
+    ensemble."""
     from dlrecipe.search import search
 
     recipe = small_recipe(**{"search.trials": 8, "search.coarse_epochs": 4, "search.fine_trials": 2,
@@ -227,7 +228,8 @@ def test_jobs_seeds_ensemble_and_pruning(tmp_path):
     study = optuna.load_study(study_name=s["study"], storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(result.run_dir / "study.journal"))))
     pids = {t.user_attrs["pid"] for t in study.trials}
-    assert len(pids) == 2 and os.getpid() not in pids  # both worker processes ran trials, the leader none
+    assert os.getpid() in pids and len(pids) <= s["jobs"]["processes"] <= 2  # the leader is worker 1
+    # (whether a second process starts: tests/test_jobs.py)
 
 
 def test_sigkill_then_resume_loses_no_finished_trial(tmp_path):

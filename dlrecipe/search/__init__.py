@@ -20,7 +20,8 @@ size as one fused model (population.py, on fused.py's layers and optimizer); the
 The parts, one module each: space.py (the space and its narrowing), storage.py (journal or database, slots,
 heartbeats, retries), workers.py (claiming and running slots), population.py and fused.py (many trials as one
 model), select.py (trials.csv, the selected model tested once, summary.json), plots.py (the figures), terminal.py
-(progress and leaderboard) and leader.py (the search, resume and join commands).
+(progress and leaderboard), jobs.py (--jobs: more worker processes when the work left pays for their start-up) and
+leader.py (the search, resume and join commands; the leader is a worker too).
 """
 from __future__ import annotations
 

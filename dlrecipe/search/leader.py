@@ -11,19 +11,19 @@ from ..display import err
 from ..errors import Interrupted, UserError
 from ..recipe import Recipe, _suggest
 from ..runs import read_json_or_refuse, resolve_device, start_run, write_json
+from .jobs import Crew, auto_workers, parse_jobs
 from .select import SearchResult, _finish, _write_trials_csv, trial_rows
 from .space import Dist, _space_from, parse_space, read_lr_find
 from .storage import (HOST, _fail_and_requeue, _has_heartbeat, _pid_alive, _queue_slots, _redact, _saved_storage,
                       _study_recipe, _wait_for_study, open_storage)
 from .terminal import SearchProgress
-from .workers import JOIN_WAIT_S, Worker, _child, _direction, _monitor, work
+from .workers import JOIN_WAIT_S, Worker, _direction, _monitor, work
 
 
 PRUNERS = ("none", "median", "successive-halving")
 
-def check_options(jobs: int, prune: str, seeds: int, ensemble: int) -> None:
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not allowed: at least 1 worker process")
+def check_options(jobs: int | str | None, prune: str, seeds: int, ensemble: int) -> None:
+    parse_jobs(jobs)
     if prune not in PRUNERS:
         raise UserError(f"--prune {prune!r} is unknown{_suggest(prune, PRUNERS)} Allowed: {', '.join(PRUNERS)}")
     if seeds < 1:
@@ -33,13 +33,14 @@ def check_options(jobs: int, prune: str, seeds: int, ensemble: int) -> None:
 
 
 
-def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs", jobs: int = 1,
+def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs", jobs: int | str = "auto",
            prune: str = "none", seeds: int = 1, ensemble: int = 1, storage: str | None = None,
            study: str | None = None, from_lr_find: str | Path | None = None, quiet: bool = True,
            folder: str | None = None, budget_s: float | None = None) -> SearchResult:
     """Run `dlrecipe search`: a new run folder and study, coarse then fine trials, the selected model tested once.
 
     folder: the run folder's exact name under runs_dir (default: <time>-<name>-search).
+    jobs: worker processes at most, or "auto" (dlrecipe.search.jobs: extra ones start only when they pay).
     budget_s: seconds the trials may take (`dlrecipe run --budget`), shared between the stages in proportion to
     their planned epochs; a slot that a typical trial of its stage could not finish in its stage's time is skipped.
     """
@@ -83,7 +84,7 @@ def search(recipe: Recipe, *, device: str = "auto", runs_dir: str | Path = "runs
     return _lead(run_dir, recipe, space, st, settings, prune, device, jobs, quiet)
 
 
-def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "auto", jobs: int = 1,
+def resume(run_dir: str | Path, *, recipe: Recipe | None = None, device: str = "auto", jobs: int | str = "auto",
            quiet: bool = True) -> SearchResult:
     """Continue a killed search in its own run folder: finished trials are kept, trials left running are queued
     again, and the remaining slots are run. No worker of that search may still be running."""
@@ -154,15 +155,17 @@ def _note(message: str) -> None:
 
 
 def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settings: dict, prune: str, device: str,
-          jobs: int, quiet: bool) -> SearchResult:
-    """Run the slots (here, or in `jobs` worker processes), wait for every slot, then select, test and report.
+          jobs: int | str | None, quiet: bool) -> SearchResult:
+    """Run the slots (here, and in up to `jobs` - 1 more worker processes when they pay), wait for every slot, then
+    select, test and report.
 
     Ctrl-C writes summary.json with status "interrupted" and the --resume command, then raises Interrupted."""
     import optuna
 
     t0 = time.perf_counter()
     name = settings["study"]
-    w = Worker(storage, name, recipe, space, run_dir, device, prune, share=jobs, note=None if quiet else _note)
+    most = parse_jobs(jobs) or _auto_jobs(recipe, device)
+    w = Worker(storage, name, recipe, space, run_dir, device, prune, share=most, note=None if quiet else _note)
     total = recipe["search.trials"] + recipe["search.fine_trials"]
     progress = SearchProgress(total, _monitor(recipe), quiet)
     kept = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
@@ -174,7 +177,7 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
         progress.update(rows)
 
     try:
-        return _run_and_finish(w, run_dir, storage, settings, device, jobs, record, progress, t0)
+        return _run_and_finish(w, run_dir, storage, settings, device, most, record, progress, t0)
     except KeyboardInterrupt:
         from optuna.trial import TrialState
 
@@ -182,8 +185,9 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
         trials = study.get_trials(deepcopy=False)
         study_id = storage.get_study_id_from_name(name)
         for t in trials:  # the trial cut short here is queued again now, so a resume (even in this process) reruns it
-            if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == os.getpid() and \
-                    t.user_attrs.get("host") == HOST:
+            pid = t.user_attrs.get("pid")  # this process's, or a --jobs process's that has stopped
+            if t.state == TrialState.RUNNING and t.user_attrs.get("host") == HOST and \
+                    (pid == os.getpid() or (pid is not None and not _pid_alive(pid))):
                 _fail_and_requeue(study, storage, study_id, t, "interrupted (Ctrl-C); queued again")
         rows = trial_rows(study.get_trials(deepcopy=False), space, recipe.task)
         _write_trials_csv(run_dir, rows)
@@ -197,33 +201,38 @@ def _lead(run_dir: Path, recipe: Recipe, space: dict[str, Dist], storage, settin
         raise Interrupted(reason) from None
 
 
-def _run_and_finish(w: Worker, run_dir: Path, storage, settings: dict, device: str, jobs: int,
-                    record: Callable[[list], None], progress: SearchProgress, t0: float) -> SearchResult:
-    import multiprocessing
+def _auto_jobs(recipe: Recipe, device: str) -> int:
+    """--jobs auto's most processes here (dlrecipe.search.jobs)."""
+    from ..threads import cores
 
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    local = any("dlrecipe.memory:" in str(recipe[k] or "") for k in ("data.source", "model.factory"))
+    return auto_workers(cores=cores(), omp_threads=int(omp) if omp.isdigit() else None, device=device,
+                        local_objects=local)
+
+
+def _run_and_finish(w: Worker, run_dir: Path, storage, settings: dict, device: str, most: int,
+                    record: Callable[[list], None], progress: SearchProgress, t0: float) -> SearchResult:
+    """The leader is worker 1 (torch, the storage and the data are loaded here already); with most > 1, jobs.Crew
+    starts more processes while the work left pays for their start-up. The summary says how many ran."""
     import optuna
 
-    name = settings["study"]
+    crew = None
+    if most > 1:
+        data = w.data_for(w.stage_recipe({}, "coarse"))
+        crew = Crew(settings, run_dir, device, most, w.recipe, tuple(data.x_train.shape[1:]))
+        w.here = crew.here
     try:
-        if jobs > 1:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            ctx = multiprocessing.get_context("spawn")  # no fork after torch and the storage are loaded
-            procs = [ctx.Process(target=_child, args=(settings["storage"], name, str(run_dir), device,
-                                                      max(1, cores // jobs), os.getpid(), jobs), daemon=True)
-                     for _ in range(jobs)]
-            for p in procs:
-                p.start()
-            study = optuna.load_study(study_name=name, storage=storage)
-            while any(p.is_alive() for p in procs):
-                record(study.get_trials(deepcopy=False))
-                time.sleep(1.0)
-            for p in procs:
-                p.join()
-        work(w, on_trial=record)  # jobs = 1: everything; jobs > 1: whatever a crashed process left behind
-        study = optuna.load_study(study_name=name, storage=storage)
-        record(study.get_trials(deepcopy=False))
+        try:
+            work(w, on_trial=record, crew=crew)
+            if crew is not None:
+                crew.release()  # nothing left to claim: those up stop at their next look, those starting at once
+            study = optuna.load_study(study_name=settings["study"], storage=storage)
+            record(study.get_trials(deepcopy=False))
+        finally:
+            progress.close()
+        settings["jobs"] = {"most": most, "processes": 1 + (crew.started() if crew is not None else 0)}
+        return _finish(w, study, settings, t0)  # meanwhile the processes up exit on their own
     finally:
-        progress.close()
-    return _finish(w, study, settings, t0)
-
-
+        if crew is not None:  # reaped; after Ctrl-C or an error a process still in a trial gets 5 s, then is ended
+            crew.close(wait_s=5.0)

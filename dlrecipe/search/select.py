@@ -154,6 +154,7 @@ def _finish(w: Worker, study, settings: dict, t0: float) -> SearchResult:
         "space": {k: d.describe() for k, d in space.items()}, "trials": counts,
         "requested": {"coarse": recipe["search.trials"], "fine": recipe["search.fine_trials"]},
         "budget_s": settings.get("budget_s"),
+        "jobs": settings.get("jobs"),  # {"most": --jobs's processes at most, "processes": how many ran}
     }
     if coarse and recipe["search.fine_trials"]:
         summary["fine_space"] = {k: d.describe() for k, d in w.fine_space(study).items()}

@@ -21,7 +21,8 @@ from ..recipe import Recipe, _suggest, validate
 HEARTBEAT_S = 10         # database workers record a heartbeat this often ...
 GRACE_S = 60             # ... and a trial silent this long is failed and queued again
 JOIN_WAIT_S = 120        # a --worker waits this long for the study to be created
-POLL_S = 0.5             # how often an idle worker (or the leader of --jobs N) looks at the study
+POLL_S = 0.5             # how often an idle worker looks at a database study (a query on the server) ...
+LOCAL_POLL_S = 0.1       # ... and at a journal file (reads only the lines appended since)
 
 HOST = socket.gethostname()
 

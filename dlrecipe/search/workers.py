@@ -17,8 +17,8 @@ from typing import Any
 
 from ..recipe import Recipe
 from .space import Dist, _space_from, narrow
-from .storage import (HOST, JOIN_WAIT_S, POLL_S, _fail_and_requeue, _has_heartbeat, _Heartbeat, _pid_alive,
-                      _study_recipe, _wait_for_study, open_storage, set_user_attrs)
+from .storage import (HOST, JOIN_WAIT_S, LOCAL_POLL_S, POLL_S, _fail_and_requeue, _has_heartbeat, _Heartbeat,
+                      _pid_alive, _study_recipe, _wait_for_study, open_storage, set_user_attrs)
 
 
 def _sampler_seed(seed: int, stage: str, slot: int) -> int:
@@ -72,6 +72,7 @@ class Worker:
     device: str
     prune: str = "none"
     share: int = 1                  # worker processes sharing the slots on this machine (--jobs)
+    here: Callable[[], int] | None = None  # those claiming now (--jobs: the leader and the processes up), else share
     note: Callable[[str], None] | None = None  # where a note for the user goes (None: quiet)
     _data: dict = field(default_factory=dict)
     _fine: dict | None = None
@@ -99,6 +100,9 @@ class Worker:
                 self._auto[stage] = auto_size(recipe, self.data_for(recipe), self.device)
             n = min(self._auto[stage], math.ceil(waiting / max(sharing, 1)))
         return max(1, min(n, waiting))
+
+    def workers_here(self) -> int:
+        return self.here() if self.here is not None else self.share
 
     def say(self, study, message: str) -> None:
         """A note once per worker: on stderr (unless quiet) and in the study, for summary.json's warnings."""
@@ -146,10 +150,13 @@ def ranked(trials: list, direction: str, stage: str | None = None) -> list:
 
 
 def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
-         should_stop: Callable[[], bool] = lambda: False) -> int:
+         should_stop: Callable[[], bool] = lambda: False, crew=None) -> int:
     """Claim and run slots until every slot of the study is finished; return how many ran here.
 
     Coarse slots first; fine slots only once no coarse slot is waiting or running (other workers' included).
+    on_trial(trials): after each claim ran here, and while waiting for others' slots when one of them finished.
+    crew: the leader's --jobs processes (jobs.Crew): told what each claim took, asked between claims whether to
+    start one more.
     """
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -157,7 +164,8 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
 
     study = optuna.load_study(study_name=w.study_name, storage=w.storage, pruner=_pruner(w.prune))
     study_id = w.storage.get_study_id_from_name(w.study_name)
-    ran = 0
+    ran, seen = 0, -1
+    poll_s = POLL_S if _has_heartbeat(w.storage) else LOCAL_POLL_S
     while not should_stop():
         if _has_heartbeat(w.storage):
             optuna.storages.fail_stale_trials(study)
@@ -177,12 +185,17 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
         active = [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
         if not active:
             break
+        if crew is not None:
+            crew.tick(trials)
         coarse_busy = any(t.user_attrs.get("stage") == "coarse" for t in active)
         waiting = sorted((t for t in active if t.state == TrialState.WAITING
                           and (t.user_attrs.get("stage") == "coarse" or not coarse_busy)),
                          key=lambda t: (t.user_attrs.get("stage") != "coarse", t.number))
         if not waiting:
-            time.sleep(POLL_S)  # others are running the last slots (or the coarse stage is finishing)
+            if on_trial is not None and len(trials) - len(active) != seen:  # another worker's slot finished
+                seen = len(trials) - len(active)
+                on_trial(trials)
+            time.sleep(poll_s)  # others are running the last slots (or the coarse stage is finishing)
             continue
         stage = waiting[0].user_attrs.get("stage")
         same = [t for t in waiting if t.user_attrs.get("stage") == stage]
@@ -190,7 +203,7 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
         others = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in active if t.state == TrialState.RUNNING}
         # workers that may want these slots: this machine's --jobs, those running trials now, and on a database
         # at least one more (workers on other machines may be about to claim)
-        sharing = max(w.share, len(others - {(HOST, os.getpid())}) + 1, 2 if _has_heartbeat(w.storage) else 1)
+        sharing = max(w.workers_here(), len(others - {(HOST, os.getpid())}) + 1, 2 if _has_heartbeat(w.storage) else 1)
         want = w.population_size(stage, len(same), end is not None and time.time() >= end, sharing)
         claimed = []
         for t in same:  # WAITING -> RUNNING succeeds for one worker only: each slot runs once
@@ -203,10 +216,13 @@ def work(w: Worker, *, on_trial: Callable[[list], None] | None = None,
             if len(claimed) == want:
                 break
         if not claimed:
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
             continue
         report = (lambda: on_trial(study.get_trials(deepcopy=False))) if on_trial is not None else (lambda: None)
+        t0 = time.perf_counter()
         _run_slots(w, study, claimed, report)
+        if crew is not None:
+            crew.ran(stage, len(claimed), time.perf_counter() - t0)
         ran += len(claimed)
         report()
     return ran
@@ -395,19 +411,30 @@ def _run_slots(w: Worker, study, claimed: list, report: Callable[[], None]) -> N
                 s.beat.stop()
 
 
-def _child(storage_url: str, study_name: str, run_dir: str, device: str, threads: int, parent: int,
-           share: int = 1) -> None:
-    """A --jobs worker process: torch threads by dlrecipe.threads' policy (OMP_NUM_THREADS set: cores / jobs);
-    stops claiming when its parent has died."""
-    import torch
+def _child(storage_url: str, study_name: str, run_dir: str, device: str, parent: int, share: int, states,
+           index: int, stop) -> None:
+    """A --jobs worker process (dlrecipe.search.jobs): torch threads by dlrecipe.threads' policy for `share`
+    processes; it reads the study and loads the data, then comes up (states[index] = the time) unless the leader
+    has stopped already, and claims slots until none is left, the leader says stop, or the leader has died.
+    Ctrl-C is the leader's to handle (it says stop, then terminates what is still running after a few seconds)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch  # noqa: F401 - the start-up the leader measures
 
     from ..threads import configure
 
-    torch.set_num_threads(threads)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url)  # reads only until it is up: a process still starting can be terminated
     meta = _wait_for_study(storage, study_name, timeout=JOIN_WAIT_S)
     w = Worker(storage, study_name, _study_recipe(meta, None)[0], _space_from(meta["space"]), Path(run_dir),
-               device, meta["prune"], share=share)
-    configure(w.recipe, jobs=share)  # small models: 1 thread per worker (dlrecipe.threads), else cores / jobs
-    work(w, should_stop=lambda: os.getppid() != parent)
-
+               device, meta["prune"], share=share, here=lambda: 1 + sum(v > 0 for v in states[:]))
+    data = w.data_for(w.stage_recipe({}, "coarse"))
+    configure(w.recipe, tuple(data.x_train.shape[1:]), jobs=share)  # small models 1 thread, else cores / jobs
+    with states.get_lock():
+        if stop.is_set():
+            return
+        states[index] = time.time()
+    try:
+        work(w, should_stop=lambda: stop.is_set() or os.getppid() != parent)
+    finally:
+        states[index] = -1
