@@ -36,6 +36,8 @@ import optuna
 import torch
 from torch import nn
 
+from dlrecipe.allocator import configure as configure_allocator
+
 SPACE = '{"train.lr" = {log_uniform = [0.005, 0.5]}, "train.weight_decay" = {choice = [0.0, 1e-5, 1e-4]}}'
 STAGE = [0.0]  # the last dlrecipe_search's coarse-stage seconds
 PROCESSES = [1]  # the last dlrecipe_search's worker processes (the leader and those --jobs started)
@@ -166,9 +168,11 @@ def hand_written_cnn(params: list[dict], epochs: int) -> float:
 
 
 def warm_up() -> None:
-    """One-time costs both sides would pay first: sklearn's import, torch's first optimizer (imports dynamo)."""
+    """One-time costs both sides would pay first: sklearn's import, torch's first optimizer (imports dynamo); and
+    the malloc settings every dlrecipe command makes (dlrecipe.allocator), for every variant, the hand loop too."""
     from sklearn.datasets import load_digits
 
+    configure_allocator()
     load_digits()
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
@@ -215,7 +219,8 @@ def main() -> None:
           "trial's start to last trial's end")
     print(f"{e} epochs per trial, torch threads {torch.get_num_threads()} (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores, device {a.device}, median of {a.repeats}")
+          f"{os.cpu_count()} cores, device {a.device}, median of {a.repeats}; glibc malloc thresholds set (dlrecipe."
+          f"allocator) for every variant: {configure_allocator()}")
     print(f"| {'model':<40} | {'comparison (A / B)':<44} | {'A trials/min':>12} | {'B trials/min':>12} | {'A / B':>6} |")
     print(f"|{'-' * 42}|{'-' * 46}|{'-' * 14}|{'-' * 14}|{'-' * 8}|")
     for name, (label, n, run) in parts.items():

@@ -11,7 +11,8 @@ machine, and when another process takes a core every operator waits for the desc
 - a busy machine (1-minute load average above the cores this process may use): 1 thread whatever the model, and
   a warning, because a multi-threaded small-operator workload slows down severalfold there.
 
-OMP_NUM_THREADS, when set, is the user's choice and is kept.
+OMP_NUM_THREADS, when set, is the user's choice and is kept. `configure` also sets glibc's malloc thresholds
+(dlrecipe.allocator), the other CPU setting a training process needs.
 """
 from __future__ import annotations
 
@@ -84,6 +85,9 @@ def configure(recipe, input_shape: tuple[int, ...] | None = None, *, jobs: int =
     only errs towards one thread). say(message): where the busy-machine warning goes."""
     import torch
 
+    from .allocator import configure as configure_allocator
+
+    configure_allocator()  # glibc's malloc keeps a step's tensors for reuse (dlrecipe.allocator)
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     warning = busy_warning()

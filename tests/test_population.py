@@ -242,16 +242,20 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("dims", [1, 2])
-def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims, device):
+@pytest.mark.parametrize("channels, act", [(2, torch.nn.ReLU), (1, torch.nn.ReLU), (1, lambda: torch.nn.LeakyReLU(0.1)),
+                                           (2, torch.nn.ELU), (2, torch.nn.GELU)])
+def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims, device, channels, act):
     """The conv layout (channels last on CPU, channels first on CUDA, a 1-D signal as height 1) gives each
-    member's own outputs and gradients, for max and average pools with strides, padding and ceil_mode."""
+    member's own outputs and gradients, for max and average pools with strides, padding and ceil_mode; a
+    one-channel input (its first conv as one matmul on CPU) and an activation the max pool runs before (GELU
+    is not monotonic: it keeps its place) included. The ReLU's zeros tie in many 3-wide pool windows here."""
     Conv, Norm = (torch.nn.Conv1d, torch.nn.BatchNorm1d) if dims == 1 else (torch.nn.Conv2d, torch.nn.BatchNorm2d)
     Max, Avg = (torch.nn.MaxPool1d, torch.nn.AvgPool1d) if dims == 1 else (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
-    shape = (2, 11) if dims == 1 else (2, 7, 6)
+    shape = (channels, 11) if dims == 1 else (channels, 7, 6)
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        body = torch.nn.Sequential(Conv(2, 4, 3, padding=1), Norm(4), torch.nn.ReLU(),
+        body = torch.nn.Sequential(Conv(channels, 4, 3, padding=1), Norm(4), act(),
                                    Max(3, stride=2, padding=1, ceil_mode=True), Conv(4, 5, 3, padding=1, bias=False),
                                    torch.nn.Tanh(), Avg(2, ceil_mode=True, count_include_pad=False),
                                    Avg(2, stride=1, padding=1), torch.nn.Flatten())
@@ -272,6 +276,24 @@ def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims,
                 grad = net.params[name].grad[k]
                 grad = grad.t() if name in net.transposed else grad
                 torch.testing.assert_close(grad, m.get_parameter(key).grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_max_pool_runs_before_a_monotonic_activation_only():
+    """relu(maxpool(x)) = maxpool(relu(x)) for activations that never decrease; not for GELU, a negative leaky
+    slope or an average pool, which keep their order."""
+    from dlrecipe.search.fused import _pool_first
+
+    def order(*layers):
+        net = FusedNet([torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), *layers, torch.nn.Flatten(),
+                                            torch.nn.Linear(2, 2))])
+        return [op.kind for op in net.ops if op.kind in ("act", "pool")]
+
+    assert order(torch.nn.ReLU(), torch.nn.MaxPool1d(2)) == ["pool", "act"]
+    assert order(torch.nn.Tanh(), torch.nn.MaxPool1d(2)) == ["pool", "act"]
+    assert order(torch.nn.GELU(), torch.nn.MaxPool1d(2)) == ["act", "pool"]
+    assert order(torch.nn.LeakyReLU(-0.5), torch.nn.MaxPool1d(2)) == ["act", "pool"]
+    assert order(torch.nn.ReLU(), torch.nn.AvgPool1d(2)) == ["act", "pool"]
+    assert _pool_first([]) == []
 
 
 def test_the_cpu_cache_per_thread_is_read_from_sys_and_falls_back(tmp_path):

@@ -206,6 +206,9 @@ def train_population(folders: list[Path], recipes: list, data, *,
     from ..tensorboard import event_log
     from ..train import TrainResult, metric_columns
 
+    from ..allocator import configure as configure_allocator
+
+    configure_allocator()  # a fused step's activations are megabytes: reused, not page-faulted in (allocator.py)
     K0 = len(recipes)
     base = recipes[0]
     if len({group_key(r) for r in recipes}) != 1:
