@@ -12,7 +12,9 @@ height 1) and "lin" ([K, B, F]). On CPU the conv layout is channels last ([B, H,
 and pooling over [B, K * C, L] channels first loop over rows of L <= 40 values, 3x (batch norm) and 7x (max-pool)
 slower per element than over channels last, where the K * C channels of a position are one contiguous vector
 (measured on recipes/mnist1d_cnn.toml's blocks, K = 12: they had been most of a fused step); oneDNN's grouped
-convolution runs as fast either way. On CUDA the layout stays channels first, cuDNN's usual one.
+convolution runs as fast either way. On CUDA the layout stays channels first, cuDNN's usual one. Two rewrites
+keep every value and gradient and save work: a max pool after a never-decreasing activation runs first
+(`_pool_first`), and on CPU a one-channel input's first convolution is one matmul (`_one_channel_conv`).
 
 The optimizer step is one vectorised update per fused tensor for every optimizer of dlrecipe.components.OPTIMIZERS,
 with each member's LR, weight decay, momentum, betas, eps and rho as broadcast coefficients; the formulas are
