@@ -9,9 +9,10 @@ ms per step, and 36-41 ms with a fixed mmap threshold of MMAP_THRESHOLD and a tr
 (the same step alone, batch tensors 8x smaller, did not change). PyTorch's CPU tuning guide gets there by another
 allocator (jemalloc or tcmalloc through LD_PRELOAD); `configure` does it inside glibc, with mallopt(3).
 
-The cost: the process keeps up to TRIM_THRESHOLD of freed memory for reuse instead of returning it.
-Left alone: another C library (not glibc), DLRECIPE_MALLOC=system, and an allocator the user chose (GLIBC_TUNABLES
-naming glibc.malloc, a MALLOC_*_ variable, or an LD_PRELOAD library).
+The cost: the process keeps up to TRIM_THRESHOLD of freed memory per malloc arena (more where the heap is
+fragmented) for reuse instead of returning it; the settings are process-wide, so a notebook that trains keeps them.
+Left alone: another C library (not glibc), DLRECIPE_MALLOC=system, and settings the user chose (GLIBC_TUNABLES
+naming glibc.malloc, one of GLIBC_VARIABLES, or an allocator library in LD_PRELOAD).
 """
 from __future__ import annotations
 
@@ -23,16 +24,21 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (ma
 _DONE: list[bool] = []
 
 
+# glibc's environment variables for what configure sets (its arena and debugging ones do not conflict)
+GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc", "snmalloc", "hoard")  # libraries that replace malloc itself
+
+
 def user_choice() -> str | None:
     """What says the user has chosen the allocator (None: nothing does)."""
     if os.environ.get("DLRECIPE_MALLOC", "").strip().lower() == "system":
         return "DLRECIPE_MALLOC=system"
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return "GLIBC_TUNABLES"
-    named = [k for k in os.environ if k.startswith("MALLOC_") and k.endswith("_")]
+    named = [k for k in GLIBC_VARIABLES if k in os.environ]
     if named:
         return named[0]
-    if os.environ.get("LD_PRELOAD", "").strip():
+    if any(name in os.environ.get("LD_PRELOAD", "").lower() for name in ALLOCATORS):
         return "LD_PRELOAD"
     return None
 
@@ -48,7 +54,7 @@ def configure() -> bool:
         if platform.libc_ver()[0] == "glibc":
             import ctypes
 
-            try:
+            try:  # the mmap threshold first: a fixed trim threshold alone would make every large request mmap
                 libc = ctypes.CDLL(None)
                 ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
                     bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

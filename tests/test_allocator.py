@@ -1,4 +1,5 @@
 """dlrecipe.allocator: glibc's thresholds, so that a training step's large tensors stop page-faulting."""
+import os
 import platform
 import subprocess
 import sys
@@ -40,26 +41,34 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
 
 def faults_per_step(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "DLRECIPE_MALLOC")
+           and not k.startswith("MALLOC_")}  # glibc's own defaults, whatever the test run was given
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.split()[-1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_a_configured_step_reuses_its_memory_instead_of_page_faulting():
-    default, configured = faults_per_step("off"), faults_per_step("on")
-    assert configured <= 60, configured  # steady state: the heap holds a step's tensors (at most one late growth)
-    assert default >= 5 * max(configured, 20), (default, configured)  # glibc's defaults: ~1,400-1,800 a step
+    default = faults_per_step("off")
+    if default < 300:  # (e.g. transparent huge pages always on: fewer, larger faults) nothing here to fix
+        pytest.skip(f"glibc's defaults fault {default:.0f} times a step here")
+    configured = faults_per_step("on")
+    assert configured <= 60, (default, configured)  # steady state: the heap holds a step's tensors (one late growth
+    # at most); glibc's defaults: ~1,400-1,800 faults a step on the development machine
 
 
 @pytest.mark.parametrize("env, choice", [({"DLRECIPE_MALLOC": "system"}, "DLRECIPE_MALLOC=system"),
                                          ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, "GLIBC_TUNABLES"),
-                                         ({"MALLOC_ARENA_MAX_": "2"}, "MALLOC_ARENA_MAX_"),
-                                         ({"LD_PRELOAD": "libjemalloc.so.2"}, "LD_PRELOAD"),
+                                         ({"MALLOC_TRIM_THRESHOLD_": "0"}, "MALLOC_TRIM_THRESHOLD_"),
+                                         ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "LD_PRELOAD"),
+                                         ({"LD_PRELOAD": "/opt/intel/libiomp5.so"}, None),
+                                         ({"MALLOC_ARENA_MAX": "2", "MALLOC_PERTURB_": "7"}, None),
                                          ({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}, None), ({}, None)])
 def test_the_users_own_allocator_settings_are_left_alone(monkeypatch, env, choice):
-    for k in ("DLRECIPE_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX_"):
-        monkeypatch.delenv(k, raising=False)
+    for k in [*os.environ]:
+        if k in ("DLRECIPE_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD") or k.startswith("MALLOC_"):
+            monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert allocator.user_choice() == choice

@@ -243,7 +243,8 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("channels, act", [(2, torch.nn.ReLU), (1, torch.nn.ReLU), (1, lambda: torch.nn.LeakyReLU(0.1)),
-                                           (2, torch.nn.ELU), (2, torch.nn.GELU)])
+                                           (2, lambda: torch.nn.LeakyReLU(0.0)), (2, torch.nn.ELU), (1, torch.nn.SELU),
+                                           (2, torch.nn.Tanh), (1, torch.nn.Sigmoid), (2, torch.nn.GELU)])
 def test_fused_convolutions_norms_and_pools_match_each_members_own_modules(dims, device, channels, act):
     """The conv layout (channels last on CPU, channels first on CUDA, a 1-D signal as height 1) gives each
     member's own outputs and gradients, for max and average pools with strides, padding and ceil_mode; a

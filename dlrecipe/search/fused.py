@@ -70,9 +70,11 @@ def _monotonic(m: nn.Module) -> bool:
 
 def _pool_first(ops: list) -> list:
     """An activation followed by a max pool runs as the pool, then the activation: for a never-decreasing
-    activation the outputs are the same values and the gradients reach the same elements (a ReLU's zeros tie in
-    the pool, but a ReLU passes no gradient to them either way), and the activation and its backward touch a
-    quarter (2x2 pool) or half (1-D) of the elements (recipes/mnist1d_cnn.toml's blocks: ~25% faster)."""
+    activation the outputs are the same values, and each window's gradient reaches the element with the largest
+    input, which is the one the original order picks (a ReLU's zeros tie in the pool, but a ReLU passes no gradient
+    to them either way) unless a saturated tanh / sigmoid rounds different inputs to one float32 output: then the
+    same gradient goes to another element of the tie. The activation and its backward touch a quarter (2x2 pool)
+    or half (1-D) of the elements (recipes/mnist1d_cnn.toml's blocks: ~25% faster)."""
     out = list(ops)
     for i in range(len(out) - 1):
         a, b = out[i], out[i + 1]
@@ -84,7 +86,8 @@ def _pool_first(ops: list) -> list:
 def _one_channel_conv(x: torch.Tensor, w: torch.Tensor, bias, padding) -> torch.Tensor:
     """The shared first convolution of a one-channel input, [B, 1, H, W] -> [B, K * out, H', W'] channels last, as
     one matmul of its patches: a convolution gives this output channels first (a one-channel input is both
-    layouts), and the copy to channels last and back in backward cost more than the convolution (CPU only)."""
+    layouts), and the copy to channels last and back in backward cost more than the convolution (CPU only; used
+    when the patches, kh * kw values per output position, take no more memory than the K * out outputs)."""
     B, (_, _, kh, kw) = x.shape[0], w.shape
     cols = F.unfold(x, (kh, kw), padding=padding)                     # [B, kh * kw, H' W']
     h, wd = x.shape[2] + 2 * padding[0] - kh + 1, x.shape[3] + 2 * padding[1] - kw + 1
@@ -260,11 +263,13 @@ class FusedNet:
                 if layout == "shared":                                 # a 1-D signal as an image of height 1
                     x = x.unsqueeze(2) if x.dim() == 3 else x
                     x = x.contiguous(memory_format=torch.channels_last) if cpu else x
-                if cpu and layout == "shared" and x.shape[1] == 1:
+                if cpu and layout == "shared" and x.shape[1] == 1 and w.shape[2] * w.shape[3] <= w.shape[0]:
                     x = _one_channel_conv(x, w, bias, op.conf["padding"])
                 else:
                     x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last) if cpu else w, bias,
                                  padding=op.conf["padding"], groups=groups)
+                    if cpu:  # (a one-channel input's output comes out channels first); norms and pools keep it
+                        x = x.contiguous(memory_format=torch.channels_last)
                 layout = "conv"
             elif op.kind == "bn":
                 args = (self.buffers[op.names["mean"]].view(-1), self.buffers[op.names["var"]].view(-1),
