@@ -20,13 +20,11 @@ import os
 
 MMAP_THRESHOLD = 32 << 20   # bytes: requests up to this come from the heap (glibc's own ceiling on 64-bit)
 TRIM_THRESHOLD = 64 << 20   # bytes of free heap top kept before it is returned (glibc's ratio: 2x the mmap one)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
-_DONE: list[bool] = []
-
-
 # glibc's environment variables for what configure sets (its arena and debugging ones do not conflict)
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc", "snmalloc", "hoard")  # libraries that replace malloc itself
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_DONE: list[bool] = []  # configure's result, once per process
 
 
 def user_choice() -> str | None:
